@@ -1,0 +1,99 @@
+"""Shared helpers for the attention layers: validation, reduction widths, registration.
+
+Every layer in :mod:`keras_attention.layers` follows the same contract (taken from
+Keras's own layers): ``__init__`` stores and validates the configuration, ``build``
+creates weights and sub-layers (passing ``dtype=self.dtype_policy`` so mixed
+precision reaches them), ``call`` uses ``keras.ops`` only, and ``get_config``
+returns exactly the constructor arguments.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+from keras import ops
+
+PACKAGE = "keras_attention"
+
+#: Decorator registering a class as Keras-serializable under one package name.
+serializable = keras.saving.register_keras_serializable(package=PACKAGE)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
+                   round_limit: float = 0.9) -> int:
+    """Rounds ``value`` to the nearest multiple of ``divisor`` (at least ``min_value``).
+
+    The rounded value never drops below ``round_limit * value`` (it is bumped by one
+    ``divisor`` if it would). Same rule as the MobileNet/timm reference code.
+    """
+    min_value = min_value or divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < round_limit * value:
+        new_value += divisor
+    return new_value
+
+
+def reduced_channels(channels: int, reduction_ratio: float, reduction_channels: int | None,
+                     reduction_divisor: int) -> int:
+    """Width of a bottleneck: ``reduction_channels`` if given, else ``channels / r``.
+
+    ``channels / r`` is rounded to a multiple of ``reduction_divisor`` (1 means plain
+    floor division as in the SENet paper, ``C // r``, never less than 1).
+    """
+    if reduction_channels is not None:
+        return int(reduction_channels)
+    if reduction_divisor <= 1:
+        return max(1, int(channels // reduction_ratio))
+    return make_divisible(channels / reduction_ratio, reduction_divisor, round_limit=0.0)
+
+
+def check_positive(name: str, value, *, integer: bool = False, allow_none: bool = False):
+    """Raises ``ValueError``/``TypeError`` unless ``value`` is a positive number."""
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a {'positive integer' if integer else 'positive number'}, "
+                        f"received {value!r} of type {type(value).__name__}.")
+    if integer and int(value) != value:
+        raise ValueError(f"`{name}` must be a positive integer, received {value!r}.")
+    if value <= 0:
+        raise ValueError(f"`{name}` must be > 0, received {value!r}.")
+    return int(value) if integer else value
+
+
+def check_choice(name: str, value, choices):
+    """Raises ``ValueError`` unless ``value`` is one of ``choices`` (listing them)."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {sorted(map(str, choices))}, received {value!r}.")
+    return value
+
+
+def check_image_shape(layer_name: str, input_shape) -> int:
+    """Checks an NHWC input shape (rank 4, known channels) and returns the channels.
+
+    Raises:
+        ValueError: if the rank is not 4 or the channel dimension is unknown.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 4:
+        raise ValueError(f"{layer_name} expects a 4D input (batch, height, width, channels), "
+                         f"received a {len(shape)}D input of shape {shape}.")
+    if shape[-1] is None:
+        raise ValueError(f"{layer_name} needs the channel dimension (last axis) to be known, "
+                         f"received input shape {shape}.")
+    return int(shape[-1])
+
+
+def spatial_mean(x, keepdims: bool = False):
+    """Mean over H and W of an NHWC tensor, accumulated in float32, returned in x's dtype.
+
+    A float16 sum over a large feature map can overflow, so the reduction runs in
+    float32 whatever the compute dtype.
+    """
+    return ops.cast(ops.mean(ops.cast(x, "float32"), axis=(1, 2), keepdims=keepdims), x.dtype)
+
+
+def sublayer_kwargs(layer: keras.layers.Layer, name: str) -> dict:
+    """Keyword arguments for a sub-layer: the parent's dtype policy and a scoped name."""
+    return {"dtype": layer.dtype_policy, "name": f"{layer.name}_{name}"}

@@ -1,0 +1,1 @@
+"""Model builders; importing this module registers every architecture."""

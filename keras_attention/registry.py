@@ -1,0 +1,97 @@
+"""Model names -> builders (architectures), and ``arch.tag`` name handling.
+
+Builders are registered with :func:`register_model`; each takes keyword arguments
+(``num_classes``, ``input_shape``, ``include_top``, ``pooling``, attention options, ...)
+and returns a built, uncompiled ``keras.Model``. Pretrained tags (``arch.tag``) and
+their configs live as data in ``weights/`` and are resolved by :mod:`keras_attention.hub`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered architecture."""
+
+    name: str
+    builder: Callable[..., keras.Model]
+    family: str  # module it was defined in, e.g. "resnet"
+    summary: str  # first docstring line
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    """Function decorator: registers ``fn`` under its ``__name__`` as an architecture."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"Model {name!r} is registered twice.")
+    summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+    _MODELS[name] = ModelEntry(name, fn, fn.__module__.rsplit(".", 1)[-1], summary)
+    return fn
+
+
+def split_model_name(name: str) -> tuple[str, str | None]:
+    """``"se_resnet50.a1_in1k"`` -> ``("se_resnet50", "a1_in1k")``; no tag -> ``(name, None)``."""
+    arch, _, tag = name.partition(".")
+    return arch, (tag or None)
+
+
+def _ensure_models_imported():
+    import keras_attention.models  # noqa: F401  (registers the builders)
+
+
+def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
+    """Sorted registered names, optionally filtered by an ``fnmatch`` pattern.
+
+    With ``pretrained=True`` the names are the pretrained tags (``arch.tag``) whose
+    configs ship in ``weights/``.
+    """
+    _ensure_models_imported()
+    if pretrained:
+        from keras_attention import hub
+        names = hub.list_pretrained()
+    else:
+        names = sorted(_MODELS)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The entry of architecture ``name`` (a tag after a dot is ignored).
+
+    Raises:
+        ValueError: unknown name; the message lists the closest registered names.
+    """
+    _ensure_models_imported()
+    arch, _ = split_model_name(name)
+    if arch not in _MODELS:
+        close = difflib.get_close_matches(arch, _MODELS, n=5, cutoff=0.5)
+        hint = f" Closest names: {', '.join(close)}." if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} See keras_attention.list_models() "
+                         f"for all {len(_MODELS)} names.")
+    return _MODELS[arch]
+
+
+def create_model(name: str, **kwargs) -> keras.Model:
+    """Builds architecture ``name`` with random weights.
+
+    Args:
+        name: a registered architecture (``"se_resnet50"``); a ``.tag`` suffix is
+            accepted and ignored (use :func:`keras_attention.load` for weights).
+        **kwargs: builder arguments: ``num_classes``, ``input_shape`` (HWC),
+            ``include_top``, ``pooling``, ``attention`` and its options, ...
+
+    Raises:
+        ValueError: unknown name (closest names listed) or invalid arguments.
+    """
+    return get_model_entry(name).builder(**kwargs)

@@ -1,0 +1,167 @@
+"""Checks every layer (and model) of the package must pass.
+
+``run_layer_test`` is the one contract test: config round trip, output shapes on
+several input sizes, symbolic build, ``.keras`` save -> load in a fresh process with
+identical outputs, mixed precision (float16 and bfloat16) with float32 logits,
+gradients reaching every trainable weight, and identity at initialisation where
+the paper says so. Layer test modules call it with their own arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def random_images(shape, seed=0, low=None, high=None):
+    """Float32 array of ``shape``: standard normal, or uniform in [low, high)."""
+    rng = np.random.default_rng(seed)
+    if low is not None:
+        return rng.uniform(low, high, size=shape).astype("float32")
+    return rng.standard_normal(shape).astype("float32")
+
+
+def _wrap(layer, input_shape, call_kwargs=None):
+    inputs = keras.Input(batch_shape=(None, *input_shape[1:]))
+    outputs = layer(inputs, **(call_kwargs or {}))
+    return keras.Model(inputs, outputs)
+
+
+def _first_output(y):
+    return y[0] if isinstance(y, (list, tuple)) else y
+
+
+def check_fresh_process_reload(model: keras.Model, inputs: np.ndarray, tmp_path: Path, atol=1e-6):
+    """Saves ``model`` as ``.keras``, reloads it in a new Python process, compares outputs."""
+    path = tmp_path / "model.keras"
+    model.save(path)
+    expected = keras.ops.convert_to_numpy(_first_output(model(inputs, training=False)))
+    np.save(tmp_path / "inputs.npy", inputs)
+    code = textwrap.dedent(f"""
+        import numpy as np, keras, keras_attention
+        model = keras.saving.load_model({str(path)!r})
+        y = model(np.load({str(tmp_path / 'inputs.npy')!r}), training=False)
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        np.save({str(tmp_path / 'reloaded.npy')!r}, keras.ops.convert_to_numpy(y))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"reload in a fresh process failed:\n{proc.stderr[-3000:]}"
+    np.testing.assert_allclose(np.load(tmp_path / "reloaded.npy"), expected, atol=atol, rtol=1e-5)
+
+
+def run_layer_test(layer_cls, init_kwargs=None, input_shapes=((2, 8, 8, 16),), *, tmp_path,
+                   expected_output_shape=None, identity_at_init=False, call_kwargs=None,
+                   input_range=None, no_gradient_weights=(), fresh_process=True,
+                   mixed_precision=True, gradients=True, train_steps=3):
+    """Runs the shared layer contract on ``layer_cls(**init_kwargs)``.
+
+    Args:
+        input_shapes: NHWC shapes to build and call on (the first is used for the
+            save/reload, precision and gradient checks).
+        expected_output_shape: callable ``input_shape -> output_shape``; default identity.
+        identity_at_init: the freshly built layer must return its input.
+        input_range: ``(low, high)`` for uniform inputs (e.g. images in [0, 1]);
+            default standard normal.
+        no_gradient_weights: substrings of weight paths that are documented to get no
+            gradient (e.g. non-trainable by design).
+        tmp_path: pytest's ``tmp_path``.
+    """
+    init_kwargs = dict(init_kwargs or {})
+    expected_output_shape = expected_output_shape or (lambda s: tuple(s))
+    low, high = input_range or (None, None)
+
+    # 1. get_config holds the constructor arguments and rebuilds an equal layer.
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    for key, value in init_kwargs.items():
+        got = config[key]
+        assert got == value or (isinstance(value, tuple) and list(value) == list(got)), \
+            f"get_config()[{key!r}] = {got!r}, constructed with {value!r}"
+    assert layer_cls.from_config(config).get_config() == config
+    json.dumps(keras.saving.serialize_keras_object(layer))  # serializable to JSON
+
+    # 2. Eager calls on several input sizes; symbolic build; identity at initialisation.
+    for i, shape in enumerate(input_shapes):
+        layer = layer_cls(**init_kwargs)
+        x = random_images(shape, seed=i, low=low, high=high)
+        y = _first_output(layer(x, **(call_kwargs or {})))
+        assert tuple(y.shape) == tuple(expected_output_shape(shape)), \
+            f"output shape {tuple(y.shape)} for input {shape}, expected {expected_output_shape(shape)}"
+        assert keras.backend.standardize_dtype(y.dtype) == "float32"
+        y = keras.ops.convert_to_numpy(y)
+        assert np.all(np.isfinite(y)), f"non-finite output for input shape {shape}"
+        if identity_at_init:
+            np.testing.assert_allclose(y, x, atol=1e-5, err_msg="not the identity at initialisation")
+        symbolic = _first_output(_wrap(layer_cls(**init_kwargs), shape, call_kwargs).outputs)
+        expected_symbolic = expected_output_shape((None, *shape[1:]))
+        assert tuple(symbolic.shape)[1:] == tuple(expected_symbolic)[1:]
+
+    shape = input_shapes[0]
+    x = random_images(shape, seed=7, low=low, high=high)
+
+    # 3. .keras save -> load in a fresh process gives identical outputs.
+    if fresh_process:
+        check_fresh_process_reload(_wrap(layer_cls(**init_kwargs), shape, call_kwargs), x, tmp_path)
+
+    # 4. Mixed precision: finite outputs in the compute dtype, float32 logits.
+    if mixed_precision:
+        previous = keras.config.dtype_policy()
+        try:
+            for policy in ("mixed_float16", "mixed_bfloat16"):
+                keras.config.set_dtype_policy(policy)
+                layer = layer_cls(**init_kwargs)
+                inputs = keras.Input(batch_shape=(None, *shape[1:]))
+                features = _first_output(layer(inputs, **(call_kwargs or {})))
+                logits = keras.layers.Dense(3, dtype="float32")(_flatten_features(features))
+                model = keras.Model(inputs, [features, logits])
+                feats, out = model(x)
+                assert keras.backend.standardize_dtype(feats.dtype) == policy.split("_")[1], \
+                    f"{policy}: layer output dtype {feats.dtype}"
+                assert keras.backend.standardize_dtype(out.dtype) == "float32"
+                assert np.all(np.isfinite(keras.ops.convert_to_numpy(out))), f"{policy}: non-finite logits"
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    # 5. Gradients reach every trainable weight within a few SGD steps.
+    if gradients:
+        layer = layer_cls(**init_kwargs)
+        inputs = keras.Input(batch_shape=(None, *shape[1:]))
+        features = _first_output(layer(inputs, training=True, **(call_kwargs or {})))
+        logits = keras.layers.Dense(3)(_flatten_features(features))
+        model = keras.Model(inputs, logits)
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        before = {w.path: keras.ops.convert_to_numpy(w) for w in layer.trainable_weights}
+        labels = np.arange(shape[0]) % 3
+        for _ in range(train_steps):
+            loss = model.train_on_batch(x, labels)
+        assert np.isfinite(loss)
+        unchanged = [w.path for w in layer.trainable_weights
+                     if np.array_equal(before[w.path], keras.ops.convert_to_numpy(w))
+                     and not any(s in w.path for s in no_gradient_weights)]
+        assert not unchanged, f"no gradient reached {unchanged}"
+
+
+def _flatten_features(features):
+    if len(features.shape) == 4:
+        return keras.layers.GlobalAveragePooling2D(dtype=features.dtype)(features)
+    if len(features.shape) > 2:
+        return keras.layers.Flatten()(features)
+    return features
+
+
+def count_trainable_params(model: keras.Model) -> int:
+    """Number of trainable parameters (scalars) of a built model."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
