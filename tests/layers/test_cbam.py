@@ -13,15 +13,18 @@ def sigmoid(x):
 
 
 def test_contract_cbam(tmp_path):
+    keras.utils.set_random_seed(0)
     run_layer_test(CBAM, {"reduction_ratio": 4}, SHAPES, tmp_path=tmp_path)
 
 
 def test_contract_channel_attention(tmp_path):
+    keras.utils.set_random_seed(0)
     run_layer_test(ChannelAttention, {"reduction_channels": 3}, SHAPES, tmp_path=tmp_path,
                    fresh_process=False)
 
 
 def test_contract_spatial_attention(tmp_path):
+    keras.utils.set_random_seed(0)
     run_layer_test(SpatialAttention, {"kernel_size": 3, "zero_init_gamma": False}, SHAPES,
                    tmp_path=tmp_path, fresh_process=False)
 
