@@ -30,7 +30,8 @@ def test_contract_spatial_attention(tmp_path):
 
 
 def channel_reference(x, layer):
-    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias, layer.fc2.kernel, layer.fc2.bias)]
+    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias,
+                                              layer.fc2.kernel, layer.fc2.bias)]
     mlp = lambda z: np.maximum(z @ w1 + b1, 0) @ w2 + b2  # noqa: E731
     return x * sigmoid(mlp(x.mean(axis=(1, 2))) + mlp(x.max(axis=(1, 2))))[:, None, None, :]
 

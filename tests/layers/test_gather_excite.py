@@ -142,7 +142,8 @@ def test_upsampling_rule_for_size_not_divisible_by_extent():
     # A ramp input makes each gathered row's mean distinct, so a wrong mapping shows.
     x = np.broadcast_to(np.arange(9, dtype="float32")[None, :, None, None], (1, 9, 1, 1)).copy()
     y = np.asarray(GatherExcite(variant="theta-", extent=4)(x))[0, :, 0, 0] / x[0, :, 0, 0].clip(1e-9)
-    gathered = sigmoid(np.array([np.mean(x[0, 0:4, 0, 0]), np.mean(x[0, 1:8, 0, 0]), np.mean(x[0, 5:9, 0, 0])]))
+    ramp = x[0, :, 0, 0]
+    gathered = sigmoid(np.array([ramp[0:4].mean(), ramp[1:8].mean(), ramp[5:9].mean()]))
     np.testing.assert_allclose(y[1:], gathered[[0, 0, 1, 1, 1, 2, 2, 2]], rtol=1e-5)
 
 
@@ -171,7 +172,8 @@ def test_theta_plus_global_matches_numpy_reference():
     kernel = np.asarray(layer.convs[0].kernel)[:, :, :, 0]  # (H, W, C): covers the whole map
     assert kernel.shape == (4, 5, 6)
     g = batchnorm_inference(np.einsum("nhwc,hwc->nc", x, kernel), layer.norms[0])
-    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias, layer.fc2.kernel, layer.fc2.bias)]
+    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias,
+                                              layer.fc2.kernel, layer.fc2.bias)]
     s = sigmoid(np.maximum(np.maximum(g, 0) @ w1 + b1, 0) @ w2 + b2)
     np.testing.assert_allclose(np.asarray(layer(x, training=False)), x * s[:, None, None, :],
                                rtol=1e-4, atol=1e-5)

@@ -64,7 +64,8 @@ def test_matches_numpy_reference(context_modeling, fusion):
     layer.build(x.shape)
     _randomise(layer, rng)  # the zero-initialised fc2 would hide most of the maths
     if context_modeling == "attention":
-        logits = np.einsum("nhwc,co->nhwo", x, np.asarray(layer.conv_mask.kernel)) + np.asarray(layer.conv_mask.bias)
+        logits = (np.einsum("nhwc,co->nhwo", x, np.asarray(layer.conv_mask.kernel))
+                  + np.asarray(layer.conv_mask.bias))
         logits = logits.reshape(2, -1)
         a = np.exp(logits - logits.max(1, keepdims=True))
         a /= a.sum(1, keepdims=True)  # softmax over the H*W positions

@@ -91,7 +91,8 @@ def test_pixel_norm_statistics_are_over_batch_and_channels():
     xhat = (x - x.mean(axis=(0, 1, 2))) / np.sqrt(x.var(axis=(0, 1, 2)) + EPS)
     c_out = sigmoid(gamma / 4 * xhat) * x
     per_pixel = c_out.reshape(2, 6, 4).mean(axis=(0, 2))
-    np.testing.assert_allclose(np.asarray(layer.pixel_norm.moving_mean), 0.1 * per_pixel, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.pixel_norm.moving_mean), 0.1 * per_pixel,
+                               rtol=1e-4, atol=1e-6)
 
 
 def _gradient(loss_fn, layer, variable):
