@@ -56,9 +56,9 @@ def main(argv=None) -> int:
 
     # keras.applications.ResNet50 is ResNet v1 (stride on the first 1x1, 3.86 GMACs), so our
     # resnet50 is also timed in that placement: the like-for-like throughput comparison.
-    names = [REFERENCE, *args.models]
-    if "resnet50" in args.models:
-        names.insert(names.index("resnet50") + 1, "resnet50" + V1_SUFFIX)
+    names = [REFERENCE]
+    for name in args.models:
+        names += [name, name + V1_SUFFIX] if name in PAPER_GMACS else [name]
     x = np.random.default_rng(0).standard_normal((args.batch_size, args.image_size, args.image_size, 3)).astype("float32")
     models, stats = {}, {}
     for name in tqdm(names, desc="build + warm up"):
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     for name in names:
         s = stats[name]
         t = statistics.median(s["times"])
-        paper = f"{PAPER_GMACS[name.replace(V1_SUFFIX, '')]:.2f}" if name.replace(V1_SUFFIX, "") in PAPER_GMACS else "-"
+        paper = f"{PAPER_GMACS[name[: -len(V1_SUFFIX)]]:.2f}" if name.endswith(V1_SUFFIX) else "-"
         rel = f"{t / base_time:.3f}x" if base_time else "-"
         lines.append(f"| `{name}` | {s['params']:,} | {s['macs'] / 1e9:.3f} | {paper} | "
                      f"{args.batch_size / t:.1f} | {ref_time / t:.3f}x | {rel} |")
