@@ -193,7 +193,8 @@ def validate_pretrained_cfg(cfg: dict, where: str = "pretrained config") -> None
         _fail(where, f"std must be positive, received {cfg['std']!r}")
     if "label_names" in cfg:
         labels = cfg["label_names"]
-        if not (isinstance(labels, list) and all(isinstance(v, str) for v in labels)) or len(labels) != num_classes:
+        if not (isinstance(labels, list) and all(isinstance(v, str) for v in labels)
+                and len(labels) == num_classes):
             _fail(where, f"label_names must be a list of {num_classes} strings")
     elif "labels_file" in cfg:
         if not isinstance(cfg["labels_file"], str):
@@ -313,7 +314,7 @@ def get_pretrained_cfg(name: str, *, revision: str | None = None, cache_dir: str
         path = _download(repo_id, "metadata.json", rev or "main", cache_dir, context=str(name))
         return _pretrained_cfg_from_metadata(Path(path), str(name))
     if _is_local_path(name):
-        return _pretrained_cfg_from_metadata(Path(name) / "metadata.json", str(name))
+        return _pretrained_cfg_from_metadata(Path(name).expanduser() / "metadata.json", str(name))
     return _expand_labels(find_pretrained(name))
 
 
@@ -750,9 +751,15 @@ def parse_hf_address(address: str, revision: str | None = None) -> tuple[str, st
     return repo_id, (rev or revision or None)
 
 
-def _is_local_path(name: str) -> bool:
-    """A local folder rather than a registry name: has a path separator, or exists."""
-    return not name.startswith("hf://") and ("/" in name or os.sep in name or Path(name).is_dir())
+def _is_local_path(name) -> bool:
+    """A local folder rather than a registry name: a ``PathLike``, or a string with a path separator.
+
+    A bare ``"se_resnet20"`` is always a registry name, even if the working directory has a
+    folder of that name (write ``"./se_resnet20"`` for the folder).
+    """
+    if isinstance(name, os.PathLike):
+        return True
+    return not name.startswith("hf://") and ("/" in name or os.sep in name or name.startswith("~"))
 
 
 def load(name: str, *, pretrained: bool = True, num_classes: int | None = None, input_shape=None,
@@ -790,12 +797,13 @@ def load(name: str, *, pretrained: bool = True, num_classes: int | None = None, 
             revision and how to fetch them named).
     """
     from keras_attention import registry
+    if _is_local_path(name):
+        return _load_folder(Path(name).expanduser(), num_classes, input_shape, include_top, kwargs,
+                            what=str(name))
     name = str(name)
     if name.startswith("hf://"):
         return _load_folder_from_hub(name, pretrained, num_classes, input_shape, include_top, revision,
                                      cache_dir, kwargs)
-    if _is_local_path(name):
-        return _load_folder(Path(name), num_classes, input_shape, include_top, kwargs, what=name)
     if not pretrained:
         arch, tag = registry.split_model_name(name)
         base = find_pretrained(name).cfg["model_kwargs"] if tag else {}
@@ -814,8 +822,9 @@ def load(name: str, *, pretrained: bool = True, num_classes: int | None = None, 
 def _load_folder(folder: Path, num_classes, input_shape, include_top, kwargs, *, what: str,
                  expected_sha256: str | None = None) -> keras.Model:
     if not (folder / "config.json").is_file() or not (folder / KERAS_WEIGHTS_FILENAME).is_file():
+        found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
         raise WeightsNotFoundError(f"{what}: expected a Keras model folder with config.json and "
-                                   f"{KERAS_WEIGHTS_FILENAME}; found {sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'no folder'}.")
+                                   f"{KERAS_WEIGHTS_FILENAME}; found {found}.")
     cfg = None
     if (folder / "metadata.json").is_file():
         cfg = json.loads((folder / "metadata.json").read_text(encoding="utf-8")).get("pretrained_cfg")
@@ -934,7 +943,8 @@ def build_model_card(cfg: dict, repo_id: str, body: str | None = None) -> str:
              f"model = keras_attention.load(\"hf://{repo_id}\")          # this folder\n"
              f"model = keras_attention.load(\"{cfg['name']}\")  # same weights via the registry (pinned commit)\n"
              f"model = keras_attention.load(\"{cfg['name']}\", num_classes=5)  # new head for fine-tuning\n\n"
-             f"import keras\nmodel = keras.saving.load_model(\"hf://{repo_id}\")  # after `import keras_attention`\n"
+             f"import keras\n"
+             f"model = keras.saving.load_model(\"hf://{repo_id}\")  # after `import keras_attention`\n"
              f"```\n")
     return _yaml_front_matter(cfg) + "\n" + text + table + details + usage
 
@@ -971,6 +981,9 @@ def save_hub_folder(model: keras.Model, cfg: dict, out_dir, *, repo_id: str | No
     tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         keras.saving.save_model(model, str(tmp), zipped=False)
+        assets = tmp / "assets"
+        if assets.is_dir() and not any(assets.iterdir()):
+            assets.rmdir()  # Keras leaves an empty assets/ folder; the Hub cannot hold one
         weights = tmp / KERAS_WEIGHTS_FILENAME
         if weights_file is not None:
             shutil.copyfile(weights_file, weights)
@@ -1026,8 +1039,9 @@ def upload_hub_folder(folder, repo_id: str, *, private: bool | None = None, toke
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
                              commit_message=commit_message or f"Upload {folder.name} with keras-attention")
     commit = info.oid
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        meta = hf.get_hf_file_metadata(hf.hf_hub_url(repo_id, path.name, revision=commit), token=token)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        url = hf.hf_hub_url(repo_id, path.relative_to(folder).as_posix(), revision=commit)
+        meta = hf.get_hf_file_metadata(url, token=token)
         algo, actual = _hash_for_etag(path, meta.etag)
         if actual != meta.etag:
             raise ChecksumError(f"{path.name} on the Hub ({repo_id}@{commit}) has {algo} {meta.etag}, the local "

@@ -97,7 +97,7 @@ class FakeHub:
 
     def __init__(self):
         self.repos: dict[str, Repo] = {}
-        self.requests: list[tuple[str, str, dict]] = []  # (method, path, headers)
+        self.requests: list[tuple[str, str, dict]] = []  # (method, path, lower-cased headers)
         self.unhandled: list[tuple[str, str]] = []
         self.corrupt: set[str] = set()  # paths in repos whose downloads get flipped bytes
         self.interrupt: set[str] = set()  # paths whose next download stops half way and kills the server
@@ -169,7 +169,8 @@ class FakeHub:
                 else:
                     tree[path] = StoredFile(bytes(data), lfs=lfs)
             listing = "\n".join(f"{p} {f.oid}" for p, f in sorted(tree.items()))
-            oid = hashlib.sha1(f"tree {listing}\nparent {parent}\n\n{message}\n{len(repo.commits)}".encode()).hexdigest()
+            text = f"tree {listing}\nparent {parent}\n\n{message}\n{len(repo.commits)}"
+            oid = hashlib.sha1(text.encode()).hexdigest()
             repo.commits[oid] = Commit(oid, parent, message, tree)
             repo.branches[revision] = oid
             return oid
@@ -219,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         url = urlsplit(self.path)
         with fake.lock:
-            fake.requests.append((self.command, url.path, dict(self.headers)))
+            fake.requests.append((self.command, url.path, {k.lower(): v for k, v in self.headers.items()}))
         on_cdn = self.server.server_address[1] == fake.cdn_port
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = parse_qs(url.query)
@@ -460,5 +461,5 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(400, None, f"stand-in Hub: unsupported commit operation {key!r}")
         oid = self.fake.commit(repo.repo_id, files, header.get("summary", ""),
                                revision=revision if revision in repo.branches else "main")
-        self._json(200, {"success": True, "commitOid": oid, "commitUrl": f"{self.fake.endpoint}/{repo_id}/commit/{oid}",
-                         "pullRequestUrl": None})
+        self._json(200, {"success": True, "commitOid": oid, "pullRequestUrl": None,
+                         "commitUrl": f"{self.fake.endpoint}/{repo_id}/commit/{oid}"})
