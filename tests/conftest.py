@@ -129,20 +129,21 @@ def random_tiny_model(seed: int, **kwargs) -> keras.Model:
 
 
 def tiny_cfg(tag: str, sha256: str | None, size: int | None, *, repo_id: str, revision: str | None,
-             default: bool = False, fmt: str = "keras", filename: str = "model.weights.h5") -> dict:
-    """A complete pretrained.json for the tiny architecture."""
+             default: bool = False, fmt: str = "keras", filename: str = "model.weights.h5",
+             arch: str = TINY_ARCH, input_size=(8, 8, 3)) -> dict:
+    """A complete pretrained.json (3 classes) for the tiny architecture (or ``arch``)."""
     return {
         "schema_version": 1,
-        "name": f"{TINY_ARCH}.{tag}",
-        "architecture": TINY_ARCH,
+        "name": f"{arch}.{tag}",
+        "architecture": arch,
         "tag": tag,
         "default": default,
         "format": fmt,
         "files": {filename: {"sha256": sha256, "size": size}},
         "hub": {"repo_id": repo_id, "revision": revision},
-        "model_kwargs": {"num_classes": 3, "input_shape": [8, 8, 3]},
+        "model_kwargs": {"num_classes": 3, "input_shape": list(input_size)},
         "classifier": "head_fc",
-        "input_size": [8, 8, 3],
+        "input_size": list(input_size),
         "crop_pct": 1.0,
         "interpolation": "bilinear",
         "mean": [0.5, 0.5, 0.5],
@@ -165,17 +166,18 @@ class TinyRegistry:
 
     def add(self, tag: str, model: keras.Model | None = None, *, repo_id: str | None = None,
             revision: str | None = None, default: bool = False, keep_file: bool = True,
-            card: str | None = None) -> str:
-        """Writes ``weights/ka_test_tiny.<tag>/`` (weights of ``model``, entry, card); returns the name."""
+            card: str | None = None, arch: str = TINY_ARCH) -> str:
+        """Writes ``weights/<arch>.<tag>/`` (weights of ``model``, entry, card); returns the name."""
         from keras_attention import hub
-        name = f"{TINY_ARCH}.{tag}"
+        name = f"{arch}.{tag}"
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         weights = folder / "model.weights.h5"
         if model is not None:
             model.save_weights(str(weights))
         cfg = tiny_cfg(tag, hub.sha256_file(weights), weights.stat().st_size,
-                       repo_id=repo_id or f"keras-attention-test/{name}", revision=revision, default=default)
+                       repo_id=repo_id or f"keras-attention-test/{name}", revision=revision, default=default,
+                       arch=arch, input_size=tuple(model.input_shape[1:]) if model is not None else (8, 8, 3))
         (folder / "pretrained.json").write_text(json.dumps(cfg, indent=2))
         if card is not None:
             (folder / "README.md").write_text(card)

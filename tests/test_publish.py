@@ -145,3 +145,28 @@ def test_update_registry_revision_validates(tiny_registry):
     path = hub.update_registry_revision(name, "a" * 40, "org/other")
     assert json.loads(path.read_text())["hub"] == {"repo_id": "org/other", "revision": "a" * 40}
     assert not list(path.parent.glob(".*tmp"))  # written atomically, no leftovers
+
+
+def test_real_architecture_round_trip(tiny_registry, hf_hub):
+    """se_resnet20 (the package's own layers and blocks) through publish, Hub, cache and Keras's hf://."""
+    keras.utils.set_random_seed(28)
+    source = keras_attention.create_model("se_resnet20", num_classes=3, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(28)
+    source.set_weights([w + rng.normal(scale=0.1, size=w.shape) for w in source.get_weights()])
+    name = tiny_registry.add("unittest", source, arch="se_resnet20")
+    commit = hub.publish(name, update_registry=True)
+    (tiny_registry.root / name / "model.weights.h5").unlink()
+    x = random_images((2, 32, 32, 3), seed=3)
+    expected = predict(source, x)
+    np.testing.assert_array_equal(predict(keras_attention.load("se_resnet20.unittest"), x), expected)
+    repo_id = f"keras-attention-test/{name}"
+    np.testing.assert_array_equal(predict(keras.saving.load_model(f"hf://{repo_id}"), x), expected)
+    np.testing.assert_array_equal(predict(keras_attention.load(f"hf://{repo_id}@{commit}"), x), expected)
+    tuned = keras_attention.load(name, num_classes=100)
+    assert tuned.get_layer("head_fc").kernel.shape == (64, 100)
+    moved = [layer.name for layer in source.layers if layer.weights and layer.name != "head_fc"]
+    for layer_name in moved:
+        for a, b in zip(source.get_layer(layer_name).get_weights(), tuned.get_layer(layer_name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    features = keras_attention.load(name, include_top=False, pooling="avg")
+    assert features.output.shape == (None, 64)
