@@ -494,10 +494,7 @@ def _download(repo_id: str, filename: str, revision: str, cache_dir, *, context:
     except EntryNotFoundError as e:
         raise WeightsNotFoundError(f"Cannot load {where}: the file does not exist in the repo at that "
                                    f"revision.") from e
-    except (OSError, ValueError) as e:
-        raise WeightsNotFoundError(f"Cannot load {where}: the download failed ({_cause(e)}); no partial "
-                                   f"file was kept, run again to retry.") from e
-    except Exception as e:  # httpx2 transport errors raised mid-download, HfHubHTTPError (5xx)
+    except Exception as e:  # transport errors mid-download (after the client's retries), 5xx, ...
         raise WeightsNotFoundError(f"Cannot load {where}: the download failed ({_cause(e)}); no partial "
                                    f"file was kept, run again to retry.") from e
 
@@ -745,7 +742,8 @@ def parse_hf_address(address: str, revision: str | None = None) -> tuple[str, st
     body = address[len("hf://"):] if address.startswith("hf://") else address
     repo_id, _, rev = body.partition("@")
     if not _REPO_ID_RE.match(repo_id):
-        raise ValueError(f"Invalid Hub address {address!r}: expected 'hf://org/repo' or 'hf://org/repo@revision'.")
+        raise ValueError(f"Invalid Hub address {address!r}: expected 'hf://org/repo' or "
+                         f"'hf://org/repo@revision'.")
     if rev and revision and rev != revision:
         raise ValueError(f"{address!r} names revision {rev!r} but revision={revision!r} was passed.")
     return repo_id, (rev or revision or None)
