@@ -102,15 +102,19 @@ def ka_test_tiny(num_classes=3, input_shape=(8, 8, 3), include_top=True, pooling
     return keras.Model(inputs, x, name=TINY_ARCH)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_arch():
-    """Registers :func:`ka_test_tiny` as an architecture for the session (never in the package)."""
+    """Registers :func:`ka_test_tiny` as an architecture for one test (never in the package).
+
+    Unregistered afterwards, so tests that list every model never see it.
+    """
     from keras_attention import registry
     registry._ensure_models_imported()
-    if TINY_ARCH not in registry._MODELS:
-        registry.register_model(ka_test_tiny)
-    yield TINY_ARCH
-    registry._MODELS.pop(TINY_ARCH, None)
+    registry.register_model(ka_test_tiny)
+    try:
+        yield TINY_ARCH
+    finally:
+        registry._MODELS.pop(TINY_ARCH, None)
 
 
 def random_tiny_model(seed: int, **kwargs) -> keras.Model:
