@@ -1,1 +1,2 @@
 """Model builders; importing this module registers every architecture."""
+from keras_attention.models import densenet  # noqa: F401
