@@ -37,9 +37,25 @@ import difflib
 import keras
 
 from keras_attention.layers.color import COLOR_SPACES, ColorSpaceConversion
-from keras_attention.models.densenet import (BN_EPSILON, check_head_args, cifar_blocks, classifier,
-                                             densenet_features, pool_features)
+from keras_attention.models._common import check_model_args
+from keras_attention.models.densenet import cifar_blocks, densenet_features
 from keras_attention.registry import register_model
+
+
+def _branch_head(x, *, num_classes, include_top, pooling, prefix):
+    """A branch's global pooling + FC (float32 logits), or its (pooled) features;
+    the shared head of ``models._common`` with the branch's name prefix."""
+    if include_top:
+        pooling = pooling or "avg"
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}head_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name=f"{prefix}head_pool")(x)
+    elif pooling is not None:
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max', received {pooling!r}.")
+    if include_top:
+        x = keras.layers.Dense(num_classes, dtype="float32", name=f"{prefix}head_fc")(x)
+    return x
 
 
 def _check_spaces(spaces) -> tuple[str, ...]:
@@ -62,7 +78,7 @@ def _check_spaces(spaces) -> tuple[str, ...]:
 def colornet(*, spaces=COLOR_SPACES, depth: int = 40, growth_rate: int = 12,
              compression: float = 0.5, bottleneck: bool = True, dropout_rate: float = 0.0,
              normalize: bool = True, num_classes: int = 10, input_shape=(32, 32, 3),
-             include_top: bool = True, pooling: str | None = None, bn_epsilon: float = BN_EPSILON,
+             include_top: bool = True, pooling: str | None = None,
              name: str | None = None) -> keras.Model:
     """Builds a ColorNet: per colour space a conversion and a CIFAR DenseNet-BC branch.
 
@@ -73,7 +89,7 @@ def colornet(*, spaces=COLOR_SPACES, depth: int = 40, growth_rate: int = 12,
             "yiq", "hed")`` (all seven by default), in the order of their branches.
         depth: L of every branch (``6 n + 4`` with bottleneck); 40 by default.
         growth_rate: k of every branch; 12 by default.
-        compression, bottleneck, dropout_rate, bn_epsilon: the branches' DenseNet options
+        compression, bottleneck, dropout_rate: the branches' DenseNet options
             (see :func:`keras_attention.models.densenet.densenet_features`); BC, no dropout.
         normalize: scale each converted channel's documented range to [-1, 1] (the
             raw ranges differ by a factor of 200 between spaces, e.g. YCbCr in [16, 240]).
@@ -84,14 +100,15 @@ def colornet(*, spaces=COLOR_SPACES, depth: int = 40, growth_rate: int = 12,
         include_top: with ``False`` the model returns the branches' final feature maps
             concatenated on the channel axis (``pooling=None``) or their pooled features
             concatenated (``"avg"``/``"max"``).
-        pooling: see ``include_top``.
+        pooling: see ``include_top``; with the top, the branches' global pooling
+            (``None``: average).
         name: model name; default ``colornet{L}_{k}`` (plus ``_<spaces>`` for a subset).
 
     Returns:
         A functional ``keras.Model``. Layer names: ``{space}_convert``, ``{space}_stem_conv``,
-        ``{space}_block{b}_layer{l}_conv2``, ..., ``{space}_classifier``, ``branch_logits``
-        and ``classifier`` (the combiner; absent with a single space, whose
-        ``{space}_classifier`` is then the output).
+        ``{space}_block{b}_layer{l}_conv2``, ..., ``{space}_head_fc`` (the branch's
+        logits), ``branch_logits`` (their concatenation) and ``head_fc`` (the combiner;
+        absent with a single space, whose ``{space}_head_fc`` is then the output).
 
     Raises:
         ValueError: unknown or repeated spaces, invalid depth or other DenseNet options.
@@ -102,30 +119,26 @@ def colornet(*, spaces=COLOR_SPACES, depth: int = 40, growth_rate: int = 12,
         Connected Convolutional Networks", CVPR 2017 (github.com/liuzhuang13/DenseNet).
     """
     spaces = _check_spaces(spaces)
-    check_head_args(num_classes, include_top, pooling)
+    input_shape = check_model_args(num_classes, input_shape, include_top)
     blocks = cifar_blocks(depth, bottleneck)
     if name is None:
         name = f"colornet{depth}_{growth_rate}"
         if spaces != COLOR_SPACES:
             name += "_" + "_".join(spaces)
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    inputs = keras.Input(shape=input_shape, name="images")
     outputs = []
     for space in spaces:
         x = ColorSpaceConversion(space=space, normalize=normalize, name=f"{space}_convert")(inputs)
         x = densenet_features(x, blocks=blocks, growth_rate=growth_rate, stem="cifar",
                               bottleneck=bottleneck, compression=compression,
-                              dropout_rate=dropout_rate, bn_epsilon=bn_epsilon, prefix=f"{space}_")
-        if include_top:
-            x = keras.layers.GlobalAveragePooling2D(name=f"{space}_avg_pool")(x)
-            x = classifier(num_classes, name=f"{space}_classifier")(x)
-        else:
-            x = pool_features(x, pooling, prefix=f"{space}_")
-        outputs.append(x)
+                              dropout_rate=dropout_rate, prefix=f"{space}_")
+        outputs.append(_branch_head(x, num_classes=num_classes, include_top=include_top,
+                                    pooling=pooling, prefix=f"{space}_"))
     if len(outputs) == 1:
         output = outputs[0]
     elif include_top:
         logits = keras.layers.Concatenate(axis=-1, name="branch_logits")(outputs)
-        output = classifier(num_classes, name="classifier")(logits)
+        output = keras.layers.Dense(num_classes, dtype="float32", name="head_fc")(logits)
     else:
         output = keras.layers.Concatenate(axis=-1, name="branch_features")(outputs)
     return keras.Model(inputs, output, name=name)

@@ -16,17 +16,20 @@ ImageNet models:
 Convolutions have no bias (the official code deletes them) and are initialised
 ``N(0, 2 / (k * k * out_channels))`` (He, fan-out) as in the official code; BatchNorm has
 epsilon 1e-5 and momentum 0.1 in PyTorch's convention (0.9 in Keras's), gamma 1 and beta 0;
-the classifier uses PyTorch's default ``nn.Linear`` weight initialisation and a zero bias.
+the classifier has a zero bias (the shared head of :mod:`keras_attention.models._common`).
 Strided layers are padded explicitly (``ZeroPadding2D`` then a ``"valid"`` convolution /
 pooling) so they see the same pixels as PyTorch's, which makes torchvision weights
 loadable; stride-1 3x3 convolutions use ``"same"`` (symmetric, equal to PyTorch's pad 1).
 Dropout (after every convolution but the first, as in the official code) is off by default,
 as in the paper's DenseNet-BC runs with data augmentation.
 
-Layer names are deterministic: ``stem_conv``, ``stem_bn``, ``block{b}_layer{l}_bn1`` /
-``_conv1`` / ``_bn2`` / ``_conv2`` / ``_concat``, ``transition{b}_bn`` / ``_conv`` / ``_pool``,
-``final_bn``, ``classifier`` (blocks and layers count from 1 as in torchvision's
-``features.denseblock{b}.denselayer{l}``), optionally behind a ``prefix``.
+Layer names are deterministic and map one to one onto torchvision's module paths:
+``stem_conv``/``stem_bn`` <-> ``features.conv0``/``norm0``,
+``block{b}_layer{l}_bn1``/``_conv1``/``_bn2``/``_conv2`` <->
+``features.denseblock{b}.denselayer{l}.norm1``/``conv1``/``norm2``/``conv2``,
+``transition{b}_bn``/``_conv`` <-> ``features.transition{b}.norm``/``conv``,
+``final_bn`` <-> ``features.norm5``, ``head_fc`` <-> ``classifier``; all optionally behind
+a ``prefix`` (ColorNet's branches).
 """
 
 from __future__ import annotations
@@ -35,43 +38,13 @@ import math
 import numbers
 
 import keras
-import numpy as np
 
+from keras_attention.models._common import batch_norm, check_model_args, classifier_head, conv2d
 from keras_attention.registry import register_model
 
 #: Dense layers per block of the ImageNet models (paper Table 1; official densenet.lua).
 IMAGENET_BLOCKS = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32),
                    161: (6, 12, 36, 24)}
-
-BN_EPSILON = 1e-5  # PyTorch / Torch default
-BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
-
-
-def _conv_init():
-    # Official densenet.lua ConvInit: normal(0, sqrt(2 / (kW * kH * nOutputPlane))).
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-
-
-def _linear_init():
-    # PyTorch nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (bias zeroed by the official code).
-    return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
-
-
-def batch_norm(name: str, epsilon: float = BN_EPSILON):
-    """BatchNormalization with PyTorch's defaults (epsilon 1e-5, momentum 0.1)."""
-    return keras.layers.BatchNormalization(axis=-1, momentum=BN_MOMENTUM, epsilon=epsilon, name=name)
-
-
-def conv2d(filters: int, kernel_size: int, name: str, strides: int = 1, padding: str = "valid"):
-    """Bias-free Conv2D with the official He fan-out normal initialisation."""
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False,
-                               kernel_initializer=_conv_init(), name=name)
-
-
-def classifier(num_classes: int, name: str = "classifier", dtype="float32"):
-    """The FC classifier: PyTorch ``nn.Linear`` init, zero bias, float32 logits by default."""
-    return keras.layers.Dense(num_classes, kernel_initializer=_linear_init(), bias_initializer="zeros",
-                              dtype=dtype, name=name)
 
 
 def _dropout(x, rate, name):
@@ -79,29 +52,28 @@ def _dropout(x, rate, name):
 
 
 def dense_layer(x, growth_rate: int, name: str, *, bottleneck: bool = True,
-                bottleneck_width: int = 4, dropout_rate: float = 0.0, bn_epsilon: float = BN_EPSILON):
+                bottleneck_width: int = 4, dropout_rate: float = 0.0):
     """One dense layer: ``concat([x, H(x)])`` with H = BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k)."""
-    y = batch_norm(f"{name}_bn1", bn_epsilon)(x)
+    y = batch_norm(f"{name}_bn1")(x)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     if bottleneck:
-        y = conv2d(bottleneck_width * growth_rate, 1, f"{name}_conv1")(y)
+        y = conv2d(y, bottleneck_width * growth_rate, 1, name=f"{name}_conv1")
         y = _dropout(y, dropout_rate, f"{name}_drop1")
-        y = batch_norm(f"{name}_bn2", bn_epsilon)(y)
+        y = batch_norm(f"{name}_bn2")(y)
         y = keras.layers.ReLU(name=f"{name}_relu2")(y)
-        y = conv2d(growth_rate, 3, f"{name}_conv2", padding="same")(y)
+        y = conv2d(y, growth_rate, 3, name=f"{name}_conv2")
         y = _dropout(y, dropout_rate, f"{name}_drop2")
     else:
-        y = conv2d(growth_rate, 3, f"{name}_conv1", padding="same")(y)
+        y = conv2d(y, growth_rate, 3, name=f"{name}_conv1")
         y = _dropout(y, dropout_rate, f"{name}_drop1")
     return keras.layers.Concatenate(axis=-1, name=f"{name}_concat")([x, y])
 
 
-def transition(x, out_channels: int, name: str, *, dropout_rate: float = 0.0,
-               bn_epsilon: float = BN_EPSILON):
+def transition(x, out_channels: int, name: str, *, dropout_rate: float = 0.0):
     """Transition layer: BN-ReLU-Conv1x1(out_channels)-AvgPool 2x2 stride 2."""
-    x = batch_norm(f"{name}_bn", bn_epsilon)(x)
+    x = batch_norm(f"{name}_bn")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
-    x = conv2d(out_channels, 1, f"{name}_conv")(x)
+    x = conv2d(x, out_channels, 1, name=f"{name}_conv")
     x = _dropout(x, dropout_rate, f"{name}_drop")
     return keras.layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
 
@@ -109,7 +81,7 @@ def transition(x, out_channels: int, name: str, *, dropout_rate: float = 0.0,
 def densenet_features(x, *, blocks, growth_rate: int, stem: str = "imagenet",
                       init_channels: int | None = None, bottleneck: bool = True,
                       bottleneck_width: int = 4, compression: float = 0.5,
-                      dropout_rate: float = 0.0, bn_epsilon: float = BN_EPSILON, prefix: str = ""):
+                      dropout_rate: float = 0.0, prefix: str = ""):
     """Applies a DenseNet trunk to ``x``: stem, dense blocks and transitions, final BN-ReLU.
 
     Args:
@@ -123,7 +95,6 @@ def densenet_features(x, *, blocks, growth_rate: int, stem: str = "imagenet",
         bottleneck_width: the bottleneck has ``bottleneck_width * k`` channels (4).
         compression: theta in (0, 1]; transitions output ``floor(theta * C)`` channels ("C").
         dropout_rate: dropout after each convolution but the stem's (0 = none).
-        bn_epsilon: BatchNorm epsilon.
         prefix: prepended to every layer name (ColorNet's branches use ``"lab_"`` ...).
 
     Returns:
@@ -136,78 +107,55 @@ def densenet_features(x, *, blocks, growth_rate: int, stem: str = "imagenet",
     if init_channels is None:
         init_channels = 2 * growth_rate if (bottleneck or stem == "imagenet") else 16
     if stem == "imagenet":
-        x = keras.layers.ZeroPadding2D(3, name=f"{p}stem_pad")(x)
-        x = conv2d(init_channels, 7, f"{p}stem_conv", strides=2)(x)
-        x = batch_norm(f"{p}stem_bn", bn_epsilon)(x)
+        x = conv2d(x, init_channels, 7, 2, name=f"{p}stem_conv")  # padded 3 on each side
+        x = batch_norm(f"{p}stem_bn")(x)
         x = keras.layers.ReLU(name=f"{p}stem_relu")(x)
         # zero padding equals -inf padding here: the input is non-negative after the ReLU
         x = keras.layers.ZeroPadding2D(1, name=f"{p}stem_pool_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name=f"{p}stem_pool")(x)
     else:
-        x = conv2d(init_channels, 3, f"{p}stem_conv", padding="same")(x)
+        x = conv2d(x, init_channels, 3, name=f"{p}stem_conv")
     channels = init_channels
     for b, num_layers in enumerate(blocks, start=1):
         for layer in range(1, num_layers + 1):
             x = dense_layer(x, growth_rate, f"{p}block{b}_layer{layer}", bottleneck=bottleneck,
-                            bottleneck_width=bottleneck_width, dropout_rate=dropout_rate,
-                            bn_epsilon=bn_epsilon)
+                            bottleneck_width=bottleneck_width, dropout_rate=dropout_rate)
             channels += growth_rate
         if b < len(blocks):
             channels = int(math.floor(channels * compression))
-            x = transition(x, channels, f"{p}transition{b}", dropout_rate=dropout_rate,
-                           bn_epsilon=bn_epsilon)
-    x = batch_norm(f"{p}final_bn", bn_epsilon)(x)
+            x = transition(x, channels, f"{p}transition{b}", dropout_rate=dropout_rate)
+    x = batch_norm(f"{p}final_bn")(x)
     return keras.layers.ReLU(name=f"{p}final_relu")(x)
-
-
-def pool_features(x, pooling, prefix: str = ""):
-    """``None`` (the map), ``"avg"`` or ``"max"`` global pooling, named ``{prefix}avg_pool``."""
-    if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool")(x)
-    if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name=f"{prefix}max_pool")(x)
-    return x
-
-
-def check_head_args(num_classes, include_top, pooling):
-    """Validates the standard builder arguments (shared with ColorNet)."""
-    if include_top:
-        _check_int("num_classes", num_classes)
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be None, 'avg' or 'max', received {pooling!r}.")
 
 
 def build_densenet(*, blocks, growth_rate: int, stem: str = "imagenet", num_classes: int = 1000,
                    input_shape=(224, 224, 3), include_top: bool = True, pooling: str | None = None,
                    init_channels: int | None = None, bottleneck: bool = True,
                    bottleneck_width: int = 4, compression: float = 0.5, dropout_rate: float = 0.0,
-                   bn_epsilon: float = BN_EPSILON, name: str = "densenet") -> keras.Model:
+                   name: str = "densenet") -> keras.Model:
     """Builds a DenseNet(-BC) classifier or feature extractor as a functional model.
 
     Args:
         blocks, growth_rate, stem, init_channels, bottleneck, bottleneck_width, compression,
-        dropout_rate, bn_epsilon: see :func:`densenet_features`.
+        dropout_rate: see :func:`densenet_features`.
         num_classes: classifier outputs (with ``include_top``); logits, float32.
         input_shape: HWC input shape; H and W may be ``None``.
-        include_top: add global average pooling and the FC classifier.
-        pooling: without the top: ``None`` (4D feature map), ``"avg"`` or ``"max"``.
+        include_top: add global pooling (``head_pool``) and the FC classifier (``head_fc``).
+        pooling: ``None`` (without the top: the 4D feature map after the final BN-ReLU;
+            with the top: average), ``"avg"`` or ``"max"``.
         name: the model's name.
 
     Raises:
         ValueError: invalid configuration (non-positive sizes, compression outside (0, 1],
             dropout outside [0, 1), unknown stem or pooling).
     """
-    check_head_args(num_classes, include_top, pooling)
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    input_shape = check_model_args(num_classes, input_shape, include_top)
+    inputs = keras.Input(shape=input_shape, name="images")
     x = densenet_features(inputs, blocks=blocks, growth_rate=growth_rate, stem=stem,
                           init_channels=init_channels, bottleneck=bottleneck,
                           bottleneck_width=bottleneck_width, compression=compression,
-                          dropout_rate=dropout_rate, bn_epsilon=bn_epsilon)
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = classifier(num_classes)(x)
-    else:
-        x = pool_features(x, pooling)
+                          dropout_rate=dropout_rate)
+    x = classifier_head(x, num_classes=num_classes, include_top=include_top, pooling=pooling)
     return keras.Model(inputs, x, name=name)
 
 
@@ -268,41 +216,6 @@ def _check_trunk_args(blocks, growth_rate, stem, init_channels, bottleneck_width
         raise ValueError(f"`compression` must be in (0, 1], received {compression!r}.")
     if not isinstance(dropout_rate, numbers.Real) or not 0 <= dropout_rate < 1:
         raise ValueError(f"`dropout_rate` must be in [0, 1), received {dropout_rate!r}.")
-
-
-_MAC_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-               keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
-               keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, keras.layers.Dense)
-
-
-def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one forward pass (batch 1) of the Conv and Dense layers.
-
-    Counts ``H_out * W_out * prod(kernel.shape)`` for every convolution (``Conv1D/2D/3D``,
-    depthwise and separable convolutions, grouped convolutions included: their kernel
-    already holds ``C_in / groups``) and ``prod(kernel.shape)`` per output position for
-    ``Dense``: the convention of the papers' "FLOPs" (biases, BatchNorm, activations,
-    pooling and additions are not counted). Walks the layers of a functional model and of
-    nested models, once per call of a shared layer; layers used inside custom layers (e.g.
-    an attention layer's FC) are not seen, nor are transposed convolutions. Needs fixed H, W.
-
-    Raises:
-        ValueError: a counted layer's output has an unknown spatial size.
-    """
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += count_macs(layer)
-        elif isinstance(layer, _MAC_LAYERS):
-            kernel_size = sum(int(np.prod(w.shape)) for w in layer.weights
-                              if w.path.rsplit("/", 1)[-1].endswith("kernel"))
-            for node in layer._inbound_nodes:
-                shape = tuple(node.outputs[0].shape[1:-1])
-                if any(d is None for d in shape):
-                    raise ValueError(f"count_macs needs static shapes; {layer.name} outputs "
-                                     f"{node.outputs[0].shape}.")
-                total += int(np.prod(shape, dtype="int64")) * kernel_size
-    return total
 
 
 def _imagenet(depth, growth_rate):

@@ -6,7 +6,7 @@ import pytest
 
 from keras_attention.layers import COLOR_SPACES, ColorSpaceConversion
 from keras_attention.models.colornet import colornet
-from keras_attention.models.densenet import count_macs
+from keras_attention.complexity import count_macs
 from keras_attention.registry import create_model, get_model_entry, list_models
 from tests.helpers import check_fresh_process_reload, count_trainable_params, random_images
 
@@ -41,9 +41,9 @@ def test_colornet40_12_structure_and_parameter_count():
         assert convert.space == space and convert.normalize
         assert model.get_layer(f"{space}_block1_layer1_conv1").filters == 48
         assert tuple(model.get_layer(f"{space}_final_relu").output.shape) == (None, 8, 8, 132)
-        assert model.get_layer(f"{space}_classifier").units == 10
+        assert model.get_layer(f"{space}_head_fc").units == 10
     assert tuple(model.get_layer("branch_logits").output.shape) == (None, 70)
-    assert model.get_layer("classifier").dtype_policy.name == "float32"
+    assert model.get_layer("head_fc").dtype_policy.name == "float32"
     # multiply-accumulates: seven branches (densenet_bc_40_12: 72,371,840) plus the combiner
     assert count_macs(model) == 7 * count_macs(create_model("densenet_bc_40_12")) + 700
 
@@ -58,8 +58,8 @@ def test_colornet40_48_parameter_count():
 def test_single_space_models_are_one_plain_branch(name, branch):
     model = create_model(name)
     assert count_trainable_params(model) == branch  # no combiner
-    assert model.output.name.startswith(f"{name.rsplit('_', 1)[1]}_classifier") or \
-        model.layers[-1].name == f"{name.rsplit('_', 1)[1]}_classifier"
+    assert model.output.name.startswith(f"{name.rsplit('_', 1)[1]}_head_fc") or \
+        model.layers[-1].name == f"{name.rsplit('_', 1)[1]}_head_fc"
     assert len([l for l in model.layers if isinstance(l, ColorSpaceConversion)]) == 1
 
 
@@ -79,10 +79,10 @@ def test_rgb_single_space_equals_densenet_on_scaled_input():
 def test_combiner_is_a_dense_layer_on_the_concatenated_branch_logits():
     model = tiny(spaces=("rgb", "lab", "hed"))
     x = random_images((2, 8, 8, 3), seed=5, low=0, high=1)
-    branch = keras.Model(model.input, [model.get_layer(f"{s}_classifier").output
+    branch = keras.Model(model.input, [model.get_layer(f"{s}_head_fc").output
                                        for s in ("rgb", "lab", "hed")])
     logits = np.concatenate([keras.ops.convert_to_numpy(y) for y in branch(x)], axis=-1)
-    kernel, bias = model.get_layer("classifier").get_weights()
+    kernel, bias = model.get_layer("head_fc").get_weights()
     assert kernel.shape == (9, 3)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), logits @ kernel + bias,
                                atol=1e-5, rtol=1e-5)
