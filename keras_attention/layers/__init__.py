@@ -9,3 +9,4 @@ from keras_attention.layers.global_context import GlobalContext
 from keras_attention.layers.cbam import CBAM, ChannelAttention, SpatialAttention
 from keras_attention.layers.nam import NAM, NAMSparsity
 from keras_attention.layers.eca import ECA, adaptive_kernel_size
+from keras_attention.layers.color import COLOR_SPACES, ColorSpaceConversion, convert_color

@@ -1,3 +1,5 @@
 """Model builders; importing this module registers every architecture."""
 
 from keras_attention.models import resnet  # noqa: F401
+from keras_attention.models import densenet  # noqa: F401
+from keras_attention.models import colornet  # noqa: F401
