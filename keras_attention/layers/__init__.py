@@ -4,3 +4,4 @@ from keras_attention.layers._common import make_divisible
 from keras_attention.layers.factory import (ATTENTION_LAYERS, create_attention, get_attention,
                                             list_attention, register_attention)
 from keras_attention.layers.squeeze_excite import SqueezeExcite
+from keras_attention.layers.non_local import NonLocalBlock

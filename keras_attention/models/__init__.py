@@ -1,3 +1,4 @@
 """Model builders; importing this module registers every architecture."""
 
 from keras_attention.models import resnet  # noqa: F401
+from keras_attention.models import non_local  # noqa: F401
