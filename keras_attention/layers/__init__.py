@@ -7,3 +7,4 @@ from keras_attention.layers.squeeze_excite import SqueezeExcite
 from keras_attention.layers.non_local import NonLocalBlock
 from keras_attention.layers.self_attention import SelfAttention2D, SpectralConv2D
 from keras_attention.layers.danet import DANetChannelAttention, DANetPositionAttention, DualAttentionHead
+from keras_attention.layers.spatial_transformer import SpatialTransformer
