@@ -2,3 +2,4 @@
 
 from keras_attention.models import resnet  # noqa: F401
 from keras_attention.models import non_local  # noqa: F401
+from keras_attention.models import residual_attention  # noqa: F401
