@@ -9,3 +9,4 @@ from keras_attention.layers.self_attention import SelfAttention2D, SpectralConv2
 from keras_attention.layers.danet import DANetChannelAttention, DANetPositionAttention, DualAttentionHead
 from keras_attention.layers.spatial_transformer import SpatialTransformer
 from keras_attention.layers.residual_attention import CaffeMaxPool2D, PreActBottleneck, ResidualAttentionModule
+from keras_attention.layers.attention_dropout import ADCM, AttentionDropout
