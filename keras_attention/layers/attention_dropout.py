@@ -10,10 +10,10 @@ official implementation of ADCM; the drop rule below is ours and is stated exact
 * :class:`AttentionDropout` is the parameter-free dropout itself: it takes a feature
   map and an attention map (e.g. the maps a CBAM layer returns) and drops channels or
   positions with probabilities derived from the map.
-* :class:`ADCM` is the self-contained module: CBAM channel then spatial attention (as in
-  the official CBAM code: shared MLP with biases over average- and max-pooled
-  descriptors; channel max and mean -> 7x7 conv without bias -> BN -> sigmoid), each
-  followed by attention dropout guided by its own map.
+* :class:`ADCM` is the self-contained module: CBAM channel then spatial attention (this
+  package's :class:`~keras_attention.layers.ChannelAttention` and
+  :class:`~keras_attention.layers.SpatialAttention` as sub-layers), each followed by
+  attention dropout guided by its own map.
 
 Attention layers of image-restoration networks, as configurations of existing layers
 (not copies):
@@ -24,9 +24,12 @@ Attention layers of image-restoration networks, as configurations of existing la
   ``reduction_ratio=16``: a 1x1 convolution on a 1x1 pooled map is a dense layer on the
   pooled vector (same weights, reshaped ``(1, 1, C, C/r)`` <-> ``(C, C/r)``; same 2C^2/r + C/r + C
   parameters). Tested in ``tests/layers/test_attention_dropout.py``.
-* The simple spatial attention of restoration code (channel max and mean -> conv ->
-  sigmoid -> scale) is CBAM's ``SpatialAttention`` layer (:mod:`keras_attention.layers.cbam`)
-  with its BatchNorm disabled where the restoration code has none.
+* The simple spatial attention of restoration code (channel max and mean -> k x k conv
+  with bias -> sigmoid -> scale) is CBAM's :class:`~keras_attention.layers.SpatialAttention`
+  (``kernel_size=k``): at inference its BatchNorm is an affine map that plays the conv
+  bias (moving mean ``-b``, moving variance ``1 - eps``, gamma 1, beta 0 reproduce a
+  bias ``b``; tested). In training the BatchNorm normalises, which the restoration
+  layers do not; a ``use_bn`` switch on ``SpatialAttention`` would make it exact there too.
 * RNAN's residual attention blocks (Zhang et al., ICLR 2019) are trunk/mask residual
   attention, see :class:`~keras_attention.layers.ResidualAttentionModule`, and its
   non-local blocks are :class:`~keras_attention.layers.NonLocalBlock`.
@@ -38,7 +41,8 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import (check_choice, check_image_shape, check_positive,
-                                            reduced_channels, serializable, sublayer_kwargs)
+                                            serializable, spatial_mean, sublayer_kwargs)
+from keras_attention.layers.cbam import ChannelAttention, SpatialAttention, _check_odd_kernel
 from keras_attention.layers.factory import register_attention
 
 DROP_MODES = ("low", "high", "uniform")
@@ -139,22 +143,25 @@ class ADCM(keras.layers.Layer):
     """ADCM: CBAM attention whose maps also guide channel and position dropout in training.
 
     ``Mc = sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))`` (``(N, 1, 1, C)``), ``x' = x * Mc``;
-    ``Ms = sigmoid(BN(conv7x7([max_c x', mean_c x'])))`` (``(N, H, W, 1)``), ``y = x' * Ms``
-    (CBAM, Woo et al., Eq. 1-3, official code). During training, channels of ``x'`` are
-    dropped guided by ``Mc`` and positions of ``y`` guided by ``Ms``
-    (:class:`AttentionDropout`, rates ``channel_rate``/``position_rate``, mode ``drop``);
-    at inference the dropout is the identity and the layer computes plain CBAM.
+    ``Ms = sigmoid(BN(conv7x7([max_c x', mean_c x'])))`` (``(N, H, W, 1)``), ``y = x' * Ms``:
+    CBAM, computed by this layer's own :class:`~keras_attention.layers.ChannelAttention`
+    and :class:`~keras_attention.layers.SpatialAttention` sub-layers (``channel``,
+    ``spatial``; same weights, initialisation and official-code details as CBAM). During
+    training, channels of ``x'`` are dropped guided by ``Mc`` and positions of ``y`` guided
+    by ``Ms`` (:class:`AttentionDropout`, rates ``channel_rate``/``position_rate``, mode
+    ``drop``); at inference the dropout is the identity and the layer computes CBAM exactly.
 
     Args:
-        reduction_ratio: MLP hidden width ``C / r`` (16).
+        reduction_ratio: channel-MLP hidden width ``C / r`` (16).
         reduction_channels: absolute hidden width; overrides ``reduction_ratio``.
         reduction_divisor: round ``C / r`` to a multiple of this (1: ``C // r``).
-        kernel_size: spatial-attention convolution size (7).
+        spatial_kernel_size: odd size of the spatial-attention convolution (7).
+        zero_init_gamma: spatial BN scale starts at 0, as CBAM's official code (True).
         channel_rate: channel-dropout rate in [0, 1) (0.1).
         position_rate: position-dropout rate in [0, 1) (0.1).
         drop: which units are favoured for dropping: ``"low"`` attention (ADCM),
             ``"high"`` or ``"uniform"``.
-        seed: seed of the dropout generator.
+        seed: seed of the dropout generators.
         return_attention: if True, ``call`` returns ``(outputs, channel_map, spatial_map)``
             (``(N, 1, 1, C)`` and ``(N, H, W, 1)``, compute dtype).
         **kwargs: standard layer arguments.
@@ -172,15 +179,22 @@ class ADCM(keras.layers.Layer):
     """
 
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
-                 reduction_divisor: int = 1, kernel_size: int = 7, channel_rate: float = 0.1,
-                 position_rate: float = 0.1, drop: str = "low", seed: int | None = None,
-                 return_attention: bool = False, **kwargs):
+                 reduction_divisor: int = 1, spatial_kernel_size: int = 7, zero_init_gamma: bool = True,
+                 channel_rate: float = 0.1, position_rate: float = 0.1, drop: str = "low",
+                 seed: int | None = None, return_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
+        # Validated here (not only when the CBAM sub-layers are built) so errors come early.
         self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
         self.reduction_channels = check_positive("reduction_channels", reduction_channels,
                                                  integer=True, allow_none=True)
         self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
-        self.kernel_size = check_positive("kernel_size", kernel_size, integer=True)
+        try:
+            self.spatial_kernel_size = _check_odd_kernel(spatial_kernel_size)
+        except ValueError as error:
+            raise ValueError(str(error).replace("`kernel_size`", "`spatial_kernel_size`")) from None
+        if not isinstance(zero_init_gamma, bool):
+            raise TypeError(f"`zero_init_gamma` must be a bool, received {zero_init_gamma!r}.")
+        self.zero_init_gamma = zero_init_gamma
         self.channel_rate = _check_rate("channel_rate", channel_rate)
         self.position_rate = _check_rate("position_rate", position_rate)
         self.drop = check_choice("drop", drop, DROP_MODES)
@@ -189,41 +203,38 @@ class ADCM(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = check_image_shape(type(self).__name__, input_shape)
-        hidden = reduced_channels(channels, self.reduction_ratio, self.reduction_channels,
-                                  self.reduction_divisor)
-        self.fc1 = keras.layers.Dense(hidden, activation="relu", **sublayer_kwargs(self, "fc1"))
-        self.fc2 = keras.layers.Dense(channels, **sublayer_kwargs(self, "fc2"))
-        self.fc1.build((None, channels))
-        self.fc2.build((None, hidden))
-        self.spatial_conv = keras.layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
-                                                **sublayer_kwargs(self, "spatial_conv"))
-        self.spatial_conv.build((*input_shape[:3], 2))
-        # CBAM's BasicConv BN: eps 1e-5, PyTorch momentum 0.01 (Keras 0.99).
-        self.spatial_bn = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.99,
-                                                          **sublayer_kwargs(self, "spatial_bn"))
-        self.spatial_bn.build((*input_shape[:3], 1))
+        shape = tuple(input_shape)
+        self.channel = ChannelAttention(self.reduction_ratio, self.reduction_channels,
+                                        self.reduction_divisor, **sublayer_kwargs(self, "channel"))
+        self.spatial = SpatialAttention(self.spatial_kernel_size, self.zero_init_gamma,
+                                        **sublayer_kwargs(self, "spatial"))
+        self.channel.build(shape)
+        self.spatial.build(shape)
         self.channel_dropout = AttentionDropout(self.channel_rate, self.drop, seed=self.seed,
                                                 **sublayer_kwargs(self, "channel_dropout"))
         self.position_dropout = AttentionDropout(self.position_rate, self.drop,
                                                  seed=None if self.seed is None else self.seed + 1,
                                                  **sublayer_kwargs(self, "position_dropout"))
-        shape = tuple(input_shape)
         self.channel_dropout.build([shape, (shape[0], 1, 1, channels)])
         self.position_dropout.build([shape, (*shape[:3], 1)])
 
+    # The two maps, computed with the CBAM sub-layers' own weights exactly as their ``call``
+    # does (CBAM's layers return the attended features, not the maps).
+    def _channel_map(self, x):
+        descriptors = ops.stack([spatial_mean(x), ops.max(x, axis=(1, 2))], axis=1)
+        logits = ops.sum(self.channel.fc2(self.channel.fc1(descriptors)), axis=1)
+        return ops.sigmoid(logits)[:, None, None, :]
+
+    def _spatial_map(self, x, training):
+        channel_mean = ops.cast(ops.mean(ops.cast(x, "float32"), axis=-1, keepdims=True), x.dtype)
+        pooled = ops.concatenate([ops.max(x, axis=-1, keepdims=True), channel_mean], axis=-1)
+        return ops.sigmoid(self.spatial.norm(self.spatial.conv(pooled), training=training))
+
     def call(self, inputs, training=None):
-        x32 = ops.cast(inputs, "float32")
-        avg = ops.cast(ops.mean(x32, axis=(1, 2)), inputs.dtype)
-        mx = ops.max(inputs, axis=(1, 2))
-        channel_map = ops.sigmoid(self.fc2(self.fc1(avg)) + self.fc2(self.fc1(mx)))[:, None, None, :]
-        x = inputs * channel_map
-        x = self.channel_dropout([x, channel_map], training=training)
-        pooled = ops.concatenate([ops.max(x, axis=-1, keepdims=True),
-                                  ops.cast(ops.mean(ops.cast(x, "float32"), axis=-1, keepdims=True), x.dtype)],
-                                 axis=-1)
-        spatial_map = ops.sigmoid(self.spatial_bn(self.spatial_conv(pooled), training=training))
-        y = x * spatial_map
-        y = self.position_dropout([y, spatial_map], training=training)
+        channel_map = self._channel_map(inputs)
+        x = self.channel_dropout([inputs * channel_map, channel_map], training=training)
+        spatial_map = self._spatial_map(x, training)
+        y = self.position_dropout([x * spatial_map, spatial_map], training=training)
         return (y, channel_map, spatial_map) if self.return_attention else y
 
     def compute_output_shape(self, input_shape):
@@ -235,6 +246,7 @@ class ADCM(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "reduction_ratio": self.reduction_ratio,
                 "reduction_channels": self.reduction_channels,
-                "reduction_divisor": self.reduction_divisor, "kernel_size": self.kernel_size,
+                "reduction_divisor": self.reduction_divisor,
+                "spatial_kernel_size": self.spatial_kernel_size, "zero_init_gamma": self.zero_init_gamma,
                 "channel_rate": self.channel_rate, "position_rate": self.position_rate,
                 "drop": self.drop, "seed": self.seed, "return_attention": self.return_attention}

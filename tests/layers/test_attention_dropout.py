@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_attention.layers import ADCM, AttentionDropout, SqueezeExcite, create_attention
+from keras_attention.layers import ADCM, CBAM, AttentionDropout, SpatialAttention, SqueezeExcite, create_attention
 from tests.helpers import random_images, run_layer_test
 
 
@@ -22,21 +22,25 @@ def _sigmoid(z):
 
 
 def test_adcm_inference_is_cbam():
-    layer = ADCM(reduction_ratio=4, return_attention=True)
+    layer = ADCM(reduction_ratio=4, zero_init_gamma=False, return_attention=True)
     x = random_images((2, 5, 6, 16), seed=1)
+    layer.build(x.shape)
+    layer.spatial.norm.beta.assign([0.3])  # make the spatial map non-trivial
     y, mc, ms = [np.asarray(t) for t in layer(x, training=False)]
-    mlp = lambda v: np.maximum(v @ np.asarray(layer.fc1.kernel) + np.asarray(layer.fc1.bias), 0) \
-        @ np.asarray(layer.fc2.kernel) + np.asarray(layer.fc2.bias)  # noqa: E731
+    # Same weights in a CBAM layer: ADCM at inference is CBAM exactly.
+    cbam = CBAM(reduction_ratio=4, zero_init_gamma=False)
+    cbam.build(x.shape)
+    cbam.channel.set_weights(layer.channel.get_weights())
+    cbam.spatial.set_weights(layer.spatial.get_weights())
+    np.testing.assert_allclose(y, np.asarray(cbam(x, training=False)), rtol=1e-5, atol=1e-6)
+    # The returned maps are the CBAM maps (paper Eq. 2-3, official channel order [max, mean]).
+    ch = layer.channel
+    mlp = lambda v: np.maximum(v @ np.asarray(ch.fc1.kernel) + np.asarray(ch.fc1.bias), 0) \
+        @ np.asarray(ch.fc2.kernel) + np.asarray(ch.fc2.bias)  # noqa: E731
     expected_mc = _sigmoid(mlp(x.mean(axis=(1, 2))) + mlp(x.max(axis=(1, 2))))[:, None, None, :]
     np.testing.assert_allclose(mc, expected_mc, rtol=1e-5, atol=1e-6)
-    xc = x * expected_mc
-    pooled = np.concatenate([xc.max(-1, keepdims=True), xc.mean(-1, keepdims=True)], -1)
-    conv = np.asarray(layer.spatial_conv(pooled))
-    bn = layer.spatial_bn
-    expected_ms = _sigmoid((conv - np.asarray(bn.moving_mean)) / np.sqrt(np.asarray(bn.moving_variance) + 1e-5)
-                           * np.asarray(bn.gamma) + np.asarray(bn.beta))
-    np.testing.assert_allclose(ms, expected_ms, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(y, xc * expected_ms, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, x * expected_mc * ms, rtol=1e-5, atol=1e-5)
+    assert ms.shape == (2, 5, 6, 1) and not np.allclose(ms, ms.mean())
 
 
 def test_adcm_training_drops_channels_and_positions():
@@ -100,7 +104,8 @@ def test_attention_dropout_serialization_and_errors():
 
 
 @pytest.mark.parametrize("kwargs", [{"channel_rate": -0.1}, {"position_rate": 1}, {"drop": "max"},
-                                    {"reduction_ratio": 0}, {"kernel_size": 0}])
+                                    {"reduction_ratio": 0}, {"spatial_kernel_size": 0},
+                                    {"spatial_kernel_size": 4}])
 def test_adcm_invalid_arguments(kwargs):
     with pytest.raises(ValueError):
         ADCM(**kwargs)
@@ -121,3 +126,19 @@ def test_rcan_channel_attention_is_squeeze_excite():
     np.testing.assert_allclose(y, x * _sigmoid(np.asarray(conv2)), rtol=1e-5, atol=1e-6)
     assert se.count_params() == 64 * 4 + 4 + 4 * 64 + 64 == 580  # CALayer(64, 16) parameters
     assert isinstance(se, SqueezeExcite)
+
+
+def test_restoration_spatial_attention_is_cbam_spatial_attention():
+    # Restoration-style spatial attention: [max_c, mean_c] -> 3x3 conv with bias b ->
+    # sigmoid -> scale. CBAM's SpatialAttention(kernel_size=3) at inference with its BN set
+    # to an affine map equal to "+ b" computes the same function.
+    sa = SpatialAttention(kernel_size=3, zero_init_gamma=False)
+    x = random_images((2, 6, 5, 8), seed=8)
+    sa.build(x.shape)
+    b = 0.4
+    sa.norm.moving_mean.assign([-b])
+    sa.norm.moving_variance.assign([1.0 - sa.norm.epsilon])
+    kernel = np.asarray(sa.conv.kernel)
+    pooled = np.concatenate([x.max(-1, keepdims=True), x.mean(-1, keepdims=True)], -1)
+    conv = np.asarray(keras.ops.conv(pooled, kernel, padding="same")) + b
+    np.testing.assert_allclose(np.asarray(sa(x, training=False)), x * _sigmoid(conv), rtol=1e-5, atol=1e-6)
