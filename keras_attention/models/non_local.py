@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import keras
+
 from keras_attention.layers.non_local import NonLocalBlock
 from keras_attention.models.resnet import build_resnet
 from keras_attention.registry import register_model
@@ -29,7 +31,7 @@ NL_RESNET50_BLOCKS = {2: (1, 3), 3: (1, 3, 5)}
 
 @register_model
 def nl_resnet50(nonlocal_blocks: Mapping[int, Sequence[int]] | None = None,
-                nonlocal_kwargs: dict | None = None, **kwargs):
+                nonlocal_kwargs: dict | None = None, return_attention: bool = False, **kwargs):
     """Non-local ResNet-50 (Wang et al. 2018): 5 non-local blocks in stages 2-3 (res3/res4).
 
     Args:
@@ -38,6 +40,9 @@ def nl_resnet50(nonlocal_blocks: Mapping[int, Sequence[int]] | None = None,
             :data:`NL_RESNET50_BLOCKS` (res3 blocks 1, 3; res4 blocks 1, 3, 5).
         nonlocal_kwargs: arguments of :class:`~keras_attention.layers.NonLocalBlock`
             (``mode``, ``subsample``, ``scale``, ...); official defaults otherwise.
+        return_attention: add every non-local block's attention ``(N, H*W, H'*W')`` to the
+            outputs (``[logits, attention_0, ...]``, in block order). Either way the maps
+            are ``model.get_layer("stage2_block1_nonlocal").output[1]`` etc.
         **kwargs: arguments of :func:`~keras_attention.models.resnet.build_resnet`
             (``num_classes``, ``input_shape``, ``include_top``, ``pooling``, ``attention``, ...).
 
@@ -49,12 +54,23 @@ def nl_resnet50(nonlocal_blocks: Mapping[int, Sequence[int]] | None = None,
         Table 2b; github.com/facebookresearch/video-nonlocal-net.
     """
     blocks = {int(s): tuple(b) for s, b in (nonlocal_blocks or NL_RESNET50_BLOCKS).items()}
-    options = dict(nonlocal_kwargs or {})
+    options = {**(nonlocal_kwargs or {}), "return_attention": True}
+    attention_maps = []
 
     def after_block(stage, block):
-        if block in blocks.get(stage, ()):
-            return NonLocalBlock(**options, name=f"stage{stage}_block{block}_nonlocal")
-        return None
+        if block not in blocks.get(stage, ()):
+            return None
+        layer = NonLocalBlock(**options, name=f"stage{stage}_block{block}_nonlocal")
+
+        def apply(x):
+            y, attention = layer(x)
+            attention_maps.append(attention)
+            return y
+
+        return apply
 
     kwargs.setdefault("name", "nl_resnet50")
-    return build_resnet("bottleneck", (3, 4, 6, 3), after_block=after_block, **kwargs)
+    model = build_resnet("bottleneck", (3, 4, 6, 3), after_block=after_block, **kwargs)
+    if return_attention:
+        model = keras.Model(model.input, [*model.outputs, *attention_maps], name=model.name)
+    return model

@@ -55,3 +55,14 @@ def test_options_reach_the_blocks():
 def test_invalid_mode():
     with pytest.raises(ValueError, match="concatenation"):
         ka.create_model("nl_resnet50", nonlocal_kwargs={"mode": "gauss"})
+
+
+def test_attention_maps_available():
+    model = ka.create_model("nl_resnet50", input_shape=(64, 64, 3), num_classes=3, return_attention=True)
+    logits, *maps = model(random_images((1, 64, 64, 3)))
+    # res3 at 8x8 (64 positions, 16 after 2x2 pooling), res4 at 4x4 (16 -> 4).
+    assert tuple(logits.shape) == (1, 3)
+    assert [tuple(m.shape) for m in maps] == [(1, 64, 16)] * 2 + [(1, 16, 4)] * 3
+    np.testing.assert_allclose(np.asarray(maps[0]).sum(-1), 1.0, rtol=1e-5)
+    plain = ka.create_model("nl_resnet50", input_shape=(64, 64, 3))
+    assert tuple(plain.get_layer("stage3_block5_nonlocal").output[1].shape) == (None, 16, 4)
