@@ -123,7 +123,7 @@ def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Seque
                  attention: AttentionSpec = None, attention_kwargs: dict | None = None,
                  attention_stages: Sequence[int] | None = None,
                  attention_stage_kwargs: dict[int, dict] | None = None,
-                 after_block: Callable[[int, int], keras.layers.Layer | None] | None = None,
+                 after_block: Callable[[int, int], Callable | None] | None = None,
                  classifier_activation=None, name: str = "resnet") -> keras.Model:
     """Builds a ResNet-family network as a functional ``keras.Model``.
 
@@ -151,7 +151,7 @@ def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Seque
         attention_stages: 1-based stages that get attention (default: all).
         attention_stage_kwargs: ``{stage: kwargs}`` overriding ``attention_kwargs`` in one
             stage (e.g. the released ECA-Net's kernel size per stage).
-        after_block: ``f(stage, block) -> layer or None``; the layer is applied to that
+        after_block: ``f(stage, block) -> layer (or callable) or None``; it is applied to that
             block's output (used e.g. for non-local blocks between residual blocks).
         classifier_activation: ``None`` for logits (default) or ``"softmax"``.
         name: model name.
