@@ -470,3 +470,106 @@ def create_model_from_timm(timm_name: str, checkpoint, *, num_classes: int | Non
         options["num_classes"] = num_classes
     model = create_model(arch, include_top=include_top, input_shape=input_shape, **options)
     return load_timm_weights(model, state, allow_unused=allow_unused, allow_missing=allow_missing)
+
+
+# ------------------------------------------------------------------------------------------
+# Pretrained configs and the converted model folder.
+
+#: timm pretrained-config fields we keep (timm name -> our registry field name).
+_CFG_FIELDS = {"input_size": "input_size", "test_input_size": "test_input_size", "crop_pct": "crop_pct",
+               "test_crop_pct": "test_crop_pct", "crop_mode": "crop_mode",
+               "interpolation": "interpolation", "mean": "mean", "std": "std",
+               "num_classes": "num_classes", "license": "license", "label_names": "label_names",
+               "hf_hub_id": "hf_hub_id", "origin_url": "origin_url", "paper_ids": "paper_ids",
+               "tag": "tag", "architecture": "timm_architecture"}
+
+
+def _hwc(size) -> list[int]:
+    """timm's ``(C, H, W)`` input size -> our ``[H, W, C]``."""
+    c, h, w = (int(v) for v in size)
+    return [h, w, c]
+
+
+def pretrained_cfg_from_timm(cfg: Mapping) -> dict:
+    """timm's pretrained config -> our field names (``input_size`` as ``[H, W, C]``).
+
+    Args:
+        cfg: ``PretrainedCfg.to_dict()``, the ``pretrained_cfg`` object of a timm Hub
+            repo's ``config.json``, or that whole ``config.json`` (``architecture``,
+            ``num_classes``, ``pretrained_cfg``).
+
+    Returns:
+        A dict with the fields present among ``input_size``, ``test_input_size``,
+        ``crop_pct``, ``test_crop_pct``, ``crop_mode``, ``interpolation``, ``mean``, ``std``,
+        ``num_classes``, ``license``, ``label_names``, ``hf_hub_id``, ``origin_url``,
+        ``paper_ids``, ``tag``, ``timm_architecture``. Missing fields are left out.
+    """
+    if "pretrained_cfg" in cfg:  # a timm Hub config.json
+        outer = {k: v for k, v in cfg.items() if k != "pretrained_cfg"}
+        cfg = {**{k: outer[k] for k in ("architecture", "num_classes", "label_names") if k in outer},
+               **cfg["pretrained_cfg"]}
+    out = {}
+    for key, ours in _CFG_FIELDS.items():
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if key in ("input_size", "test_input_size"):
+            value = _hwc(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[ours] = value
+    return out
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model_folder(model: keras.Model, folder: str | os.PathLike, metadata: Mapping,
+                      *, overwrite: bool = False) -> str:
+    """Writes Keras's unzipped model folder with our ``metadata`` merged into ``metadata.json``.
+
+    The folder holds ``config.json``, ``model.weights.h5`` and ``metadata.json`` (Keras's
+    ``keras_version``/``date_saved`` plus ``metadata``), so
+    ``keras.saving.load_model(folder)`` reloads it once ``keras_attention`` is imported.
+    It is written next to ``folder`` under a temporary name and renamed into place,
+    so an interrupted run leaves no half-written folder under the final name.
+
+    Raises:
+        FileExistsError: ``folder`` exists, is not empty, and ``overwrite`` is False.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    folder = os.path.abspath(os.fspath(folder))
+    if os.path.exists(folder) and os.listdir(folder) and not overwrite:
+        raise FileExistsError(f"{folder!r} exists and is not empty; pass overwrite=True "
+                              "(--overwrite) to replace it.")
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.", suffix=".tmp", dir=parent)
+    try:
+        target = os.path.join(tmp, "model")
+        model.save(target, zipped=False)
+        meta_path = os.path.join(target, "metadata.json")
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        meta.update(metadata)
+        with open(meta_path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+            f.write("\n")
+        os.replace(meta_path + ".tmp", meta_path)
+        if os.path.exists(folder):
+            shutil.rmtree(folder)
+        os.replace(target, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
