@@ -177,6 +177,30 @@ def test_se_resnet18_with_timm_widths_loads():
         ct.load_timm_weights(ka.create_model("se_resnet18", input_shape=(32, 32, 3)), state)
 
 
+# Trainable parameters of the ResNet-D variants added for the timm checkpoints, counted
+# with timm 1.0.31 (sum of parameter sizes of timm.create_model(name)); 1000 classes.
+# (resnet101d 44,568,392 and eca_resnet101d 44,568,563 are checked against timm itself in
+# test_deep_models_map_every_tensor.)
+RESNET_D_PARAMS = {"resnet50d": 25_576_264, "se_resnext26d_32x4d": 16_809_512,
+                   "se_resnext26t_32x4d": 16_806_976, "eca_resnet50d": 25_576_350}
+
+
+@pytest.mark.parametrize("arch", sorted(RESNET_D_PARAMS))
+def test_resnet_d_parameter_counts(arch):
+    from keras_attention.complexity import count_params
+
+    if arch.startswith("eca") and "eca" not in ka.layers.list_attention():
+        pytest.skip("ECA layer not merged yet")  # TODO(lead): remove once the ECA layer is on main
+    assert count_params(ka.create_model(arch)) == RESNET_D_PARAMS[arch]
+
+
+def test_tiered_stem_widths():
+    model = ka.create_model("se_resnext26t_32x4d", input_shape=(64, 64, 3))
+    assert [model.get_layer(f"stem_conv{i}").filters for i in (1, 2, 3)] == [24, 32, 64]
+    model = ka.create_model("resnet50d", input_shape=(64, 64, 3))
+    assert [model.get_layer(f"stem_conv{i}").filters for i in (1, 2, 3)] == [32, 32, 64]
+
+
 def test_architecture_names():
     assert ct.our_architecture("seresnet50.a1_in1k") == "se_resnet50"
     assert ct.our_architecture("timm/ecaresnet50d.miil_in1k") == "eca_resnet50d"
