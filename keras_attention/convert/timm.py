@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -160,33 +159,17 @@ def _squeeze_excite_specs(layer, prefix: str) -> list[WeightSpec]:
 
 
 def _eca_specs(layer, prefix: str) -> list[WeightSpec]:
-    # timm EcaModule: `conv` = Conv1d(1, 1, k, bias=False) over the channel axis, weight (1, 1, k).
-    weights = [w for w in layer.weights]
-    if len(weights) != 1:
-        raise ConversionError(f"ECA layer {layer.name!r} has {len(weights)} weights "
-                              f"({[w.path for w in weights]}); timm's ECA has one (se.conv.weight).")
-    (v,) = weights
-    return [WeightSpec(v, f"{prefix}.conv.weight", _eca_transform(tuple(v.shape)))]
-
-
-def _eca_transform(shape: tuple) -> Callable[[np.ndarray], np.ndarray]:
-    """ECA's 1-D kernel (1, 1, k) -> the variable's layout: (k,), (k, 1, 1) (Conv1D) or (1, 1, k)."""
-
-    def transform(w):
-        k = w.shape[-1]
-        if len(shape) == 3 and shape[0] == k:
-            return conv1d_kernel(w)
-        return np.reshape(w, shape) if int(np.prod(shape)) == k else w
-
-    return transform
+    # timm EcaModule: `conv` = Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False) sliding over the
+    # pooled channel descriptor, weight (1, 1, k); ours: Conv1D(1, k, padding="same", no bias)
+    # over (N, C, 1), kernel (k, 1, 1). Both are cross-correlations with the same centring, and
+    # both pick k adaptively from C (timm adds max(k, 3), equal for C >= 8).
+    return [WeightSpec(layer.conv.kernel, f"{prefix}.conv.weight", conv1d_kernel)]
 
 
 #: Attention layer class name -> function(layer, timm prefix) -> weight specs.
 ATTENTION_CONVERTERS: dict[str, Callable] = {
     "SqueezeExcite": _squeeze_excite_specs,
-    "EfficientChannelAttention": _eca_specs,
     "ECA": _eca_specs,
-    "EcaModule": _eca_specs,
 }
 
 _STEM_DEEP = {"stem_conv1": "conv1.0", "stem_bn1": "conv1.1", "stem_conv2": "conv1.3",
@@ -406,12 +389,6 @@ def infer_se_kwargs(state: Mapping[str, np.ndarray]) -> dict:
                 return kwargs
     raise ConversionError("No SE reduction ratio/divisor reproduces the checkpoint's SE widths "
                           f"(channels, hidden): {pairs}.")
-
-
-def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
-    """ECA's adaptive kernel size (ECA-Net Eq. 12, as in the official code and timm)."""
-    t = int(abs(math.log(channels, 2) + beta) / gamma)
-    return max(t if t % 2 else t + 1, 3)
 
 
 def infer_model_kwargs(timm_name: str, checkpoint) -> dict:
