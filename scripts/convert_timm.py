@@ -95,6 +95,18 @@ def _registry_entry(timm_name: str) -> dict | None:
     return None
 
 
+def _label_names(cfg: dict) -> dict:
+    """``{"label_names": [...]}`` from the config (or its registry ``labels_file``), else ``{}``."""
+    if cfg.get("label_names"):
+        return {"label_names": list(cfg["label_names"])}
+    for folder in _weights_dirs() if cfg.get("labels_file") else []:
+        path = folder / cfg["labels_file"]
+        if path.is_file():
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return {"label_names": names}
+    return {}
+
+
 def _pretrained_cfg(args, timm_name: str, hub_config: str | None) -> tuple[dict, str]:
     from keras_attention.convert.timm import pretrained_cfg_from_timm
 
@@ -165,8 +177,9 @@ def convert(args) -> str:
             repo_id = f"timm/{timm_name}" if "." in timm_name else None
 
     import keras_attention
-    from keras_attention.convert.timm import (ConversionError, create_model_from_timm, load_state_dict,
-                                              our_architecture, save_model_folder, sha256_of)
+    from keras_attention.convert.timm import (ConversionError, create_model_from_timm, infer_model_kwargs,
+                                              load_state_dict, our_architecture, save_model_folder,
+                                              sha256_of, split_timm_name)
 
     try:
         arch = our_architecture(timm_name)
@@ -179,7 +192,6 @@ def convert(args) -> str:
         model = create_model_from_timm(timm_name, state, input_shape=input_shape)
     except ConversionError as err:
         raise CliError(f"{checkpoint}: {err}") from None
-    from keras_attention.convert.timm import infer_model_kwargs
     model_kwargs = {**infer_model_kwargs(timm_name, state), "input_shape": list(input_shape)}
     if "num_classes" in cfg and cfg["num_classes"] != model_kwargs.get("num_classes"):
         raise CliError(f"the pretrained config ({cfg_origin}) says num_classes={cfg['num_classes']} but the "
@@ -189,17 +201,26 @@ def convert(args) -> str:
         print(f"verified against timm: max relative logit error {verification['max_relative_error']:.3g}")
         if verification["max_relative_error"] > 1e-4:
             raise CliError(f"verification failed: relative error {verification['max_relative_error']:.3g} > 1e-4")
-    metadata = {
-        "keras_attention_version": keras_attention.__version__,
+    tag = split_timm_name(timm_name)[1]
+    # The folder's pretrained_cfg has the registry entry's shape (as scripts/publish.py writes it),
+    # so keras_attention.load(folder or hf://...) can rebuild the architecture from it.
+    pretrained_cfg = {
+        **{k: v for k, v in cfg.items() if k not in ("tag", "labels_file")},
+        **({"name": f"{arch}.{tag}", "tag": tag} if tag else {}),
         "architecture": arch,
+        "format": "keras",
         "model_kwargs": model_kwargs,
-        "pretrained_cfg": cfg,
-        "pretrained_cfg_source": cfg_origin,
-        "source": {"format": "timm", "timm_name": timm_name, "repo_id": repo_id, "revision": revision,
+        "classifier": "head_fc",
+        **_label_names(cfg),
+        "source": {"format": "timm", "model": timm_name, "repo_id": repo_id, "revision": revision,
                    "file": CHECKPOINT_FILE, "sha256": sha256_of(checkpoint),
                    "size": os.path.getsize(checkpoint)},
-        "conversion": {"converter": "keras_attention.convert.timm", "tensors": len(state),
-                       "verification": verification},
+    }
+    metadata = {
+        "keras_attention_version": keras_attention.__version__,
+        "pretrained_cfg": pretrained_cfg,
+        "conversion": {"converter": "keras_attention.convert.timm", "pretrained_cfg_from": cfg_origin,
+                       "tensors": len(state), "verification": verification},
     }
     try:
         folder = save_model_folder(model, args.output, metadata, overwrite=args.overwrite)

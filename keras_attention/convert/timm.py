@@ -449,6 +449,28 @@ def create_model_from_timm(timm_name: str, checkpoint, *, num_classes: int | Non
     return load_timm_weights(model, state, allow_unused=allow_unused, allow_missing=allow_missing)
 
 
+def load_timm_files(model: keras.Model, files: Mapping[str, str | os.PathLike], cfg: Mapping) -> None:
+    """The weights loader of registry format ``"timm"`` (``keras_attention.hub`` calls it).
+
+    Args:
+        model: built by ``create_model(cfg["architecture"], **cfg["model_kwargs"])``.
+        files: ``{file name: verified local path}``; must hold ``model.safetensors``.
+        cfg: the registry entry; where it names the timm model (``source.model``), that
+            model must convert to ``cfg["architecture"]``.
+
+    Raises:
+        ConversionError: no ``model.safetensors``, a timm model of another architecture,
+            or a checkpoint that does not fit (every problem listed).
+    """
+    if "model.safetensors" not in files:
+        raise ConversionError(f"A timm entry needs 'model.safetensors'; files: {sorted(files)}.")
+    timm_name = (cfg.get("source") or {}).get("model")
+    if timm_name is not None and "architecture" in cfg and our_architecture(timm_name) != cfg["architecture"]:
+        raise ConversionError(f"Entry {cfg.get('name')!r}: timm model {timm_name!r} converts to "
+                              f"{our_architecture(timm_name)!r}, not {cfg['architecture']!r}.")
+    load_timm_weights(model, files["model.safetensors"])
+
+
 # ------------------------------------------------------------------------------------------
 # Pretrained configs and the converted model folder.
 
@@ -516,6 +538,8 @@ def save_model_folder(model: keras.Model, folder: str | os.PathLike, metadata: M
     The folder holds ``config.json``, ``model.weights.h5`` and ``metadata.json`` (Keras's
     ``keras_version``/``date_saved`` plus ``metadata``), so
     ``keras.saving.load_model(folder)`` reloads it once ``keras_attention`` is imported.
+    Where ``metadata`` has a ``pretrained_cfg``, its ``files`` gets the SHA-256 and size
+    of the written ``model.weights.h5`` (as the hub's published folders have).
     It is written next to ``folder`` under a temporary name and renamed into place,
     so an interrupted run leaves no half-written folder under the final name.
 
@@ -540,6 +564,10 @@ def save_model_folder(model: keras.Model, folder: str | os.PathLike, metadata: M
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
         meta.update(metadata)
+        if isinstance(meta.get("pretrained_cfg"), dict):
+            weights = os.path.join(target, "model.weights.h5")
+            meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "files": {
+                "model.weights.h5": {"sha256": sha256_of(weights), "size": os.path.getsize(weights)}}}
         with open(meta_path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
             f.write("\n")

@@ -232,6 +232,28 @@ def test_new_head_and_features():
                                   keras.ops.convert_to_numpy(full.get_layer("stem_conv").kernel))
 
 
+def test_hub_weights_loader(tmp_path):
+    """The loader of registry format "timm": ``loader(model, files, cfg)`` as keras_attention.hub calls it."""
+    from safetensors.numpy import save_file
+
+    model = ka.create_model("se_resnet18", input_shape=(32, 32, 3), attention_kwargs={"reduction_divisor": 8})
+    state = fake_state_dict(model)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    cfg = {"name": "se_resnet18.x", "architecture": "se_resnet18", "source": {"model": "seresnet18.x"}}
+    ct.load_timm_files(model, {"model.safetensors": tmp_path / "model.safetensors"}, cfg)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("head_fc").bias), state["fc.bias"])
+    with pytest.raises(ct.ConversionError, match="converts to 'se_resnet50'"):
+        ct.load_timm_files(model, {"model.safetensors": tmp_path / "model.safetensors"},
+                           {**cfg, "source": {"model": "seresnet50.a1_in1k"}})
+    with pytest.raises(ct.ConversionError, match="model.safetensors"):
+        ct.load_timm_files(model, {"pytorch_model.bin": tmp_path / "x"}, cfg)
+    try:
+        from keras_attention import hub
+    except ImportError:
+        return  # the hub module is not merged into this branch yet
+    assert hub._format_loader("timm") is ct.load_timm_files
+
+
 def test_not_safetensors_is_a_clear_error(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"PK\x03\x04 a pickled torch checkpoint")
@@ -286,11 +308,16 @@ def test_script_converts_local_checkpoint(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["config.json", "metadata.json",
                                                                      "model.weights.h5"]
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["architecture"] == "resnet18" and meta["keras_version"] == keras.__version__
-    assert meta["source"]["sha256"] == ct.sha256_of(ckpt) and meta["source"]["repo_id"] == "timm/resnet18.a1_in1k"
-    cfg = meta["pretrained_cfg"]  # from the registry entry weights/resnet18.a1_in1k (timm's values)
+    assert meta["keras_version"] == keras.__version__
+    cfg = meta["pretrained_cfg"]  # timm's values from the registry entry weights/resnet18.a1_in1k
+    assert cfg["name"] == "resnet18.a1_in1k" and cfg["architecture"] == "resnet18" and cfg["format"] == "keras"
+    assert cfg["model_kwargs"] == {"num_classes": 1000, "input_shape": [None, None, 3]}
     assert cfg["input_size"] == [224, 224, 3] and cfg["crop_pct"] == 0.95
     assert cfg["interpolation"] == "bicubic" and cfg["num_classes"] == 1000 and len(cfg["mean"]) == 3
+    assert cfg["source"]["sha256"] == ct.sha256_of(ckpt) and cfg["source"]["repo_id"] == "timm/resnet18.a1_in1k"
+    assert cfg["source"]["size"] == ckpt.stat().st_size and cfg["source"]["model"] == "resnet18.a1_in1k"
+    assert cfg["files"]["model.weights.h5"]["sha256"] == ct.sha256_of(out / "model.weights.h5")
+    assert meta["conversion"]["pretrained_cfg_from"] == "registry entry resnet18.a1_in1k"
     reloaded = keras.saving.load_model(out)
     ct.load_timm_weights(model, state)
     x = random_images((2, 48, 40, 3))
@@ -463,7 +490,7 @@ def test_script_verify_against_timm(tmp_path, capsys):
                                "--output", tmp_path / "out", "--verify")
     assert status == 0, err
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
-    assert meta["model_kwargs"]["attention_kwargs"] == {"reduction_divisor": 8}
-    assert meta["pretrained_cfg_source"] == "config.json next to the checkpoint"
-    assert meta["pretrained_cfg"]["mean"] == [0.5] * 3
+    assert meta["pretrained_cfg"]["model_kwargs"]["attention_kwargs"] == {"reduction_divisor": 8}
+    assert meta["conversion"]["pretrained_cfg_from"] == "config.json next to the checkpoint"
+    assert meta["pretrained_cfg"]["mean"] == [0.5] * 3 and meta["pretrained_cfg"]["crop_pct"] == 0.875
     assert meta["conversion"]["verification"]["max_relative_error"] < RTOL
