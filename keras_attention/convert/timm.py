@@ -560,6 +560,9 @@ def save_model_folder(model: keras.Model, folder: str | os.PathLike, metadata: M
     try:
         target = os.path.join(tmp, "model")
         model.save(target, zipped=False)
+        assets = os.path.join(target, "assets")
+        if os.path.isdir(assets) and not os.listdir(assets):
+            os.rmdir(assets)  # Keras leaves an empty assets/ folder; the Hub cannot hold one
         meta_path = os.path.join(target, "metadata.json")
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)

@@ -340,8 +340,7 @@ def test_script_converts_local_checkpoint(tmp_path, capsys):
     out = tmp_path / "out"
     status, err = _script_main(capsys, "--checkpoint", ckpt, "--timm-name", "resnet18.a1_in1k", "--output", out)
     assert status == 0, err
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["config.json", "metadata.json",
-                                                                     "model.weights.h5"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metadata.json", "model.weights.h5"]
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["keras_version"] == keras.__version__
     cfg = meta["pretrained_cfg"]  # timm's values from the registry entry weights/resnet18.a1_in1k
