@@ -22,7 +22,6 @@ own model on a random batch (needs timm and PyTorch). Exit status 0 on success,
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import re

@@ -11,6 +11,9 @@ from keras_attention.convert.timm import (TIMM_ARCHITECTURES, ConversionError, c
                                           infer_model_kwargs, load_state_dict, load_timm_files,
                                           load_timm_weights, our_architecture, weight_mapping)
 
+__all__ = ["TIMM_ARCHITECTURES", "ConversionError", "create_model_from_timm", "infer_model_kwargs",
+           "load_state_dict", "load_timm_files", "load_timm_weights", "our_architecture", "weight_mapping"]
+
 
 def _register_with_hub():
     if importlib.util.find_spec("keras_attention.hub") is None:  # hub module not present
