@@ -373,7 +373,7 @@ def validate_registry(*, check_architectures: bool = True, check_files: bool = T
                             problems.append(f"{local}: size {local.stat().st_size}, entry says {info['size']}")
                         if info["sha256"] and sha256_file(local) != info["sha256"]:
                             problems.append(f"{local}: SHA-256 {sha256_file(local)}, entry says {info['sha256']}")
-                elif cfg["hub"]["revision"] is None:
+                elif cfg["hub"]["revision"] is None and cfg["format"] != "timm":
                     problems.append(f"{folder / PRETRAINED_FILENAME}: {filename!r} is neither in the folder nor "
                                     f"published (hub.revision is null)")
     for arch, tags in defaults.items():
@@ -624,6 +624,11 @@ def resolve_file(name_or_entry, filename: str, *, revision: str | None = None, c
         revision = pinned
     else:
         expected = None
+    if revision is None and cfg["format"] == "timm":
+        # timm checkpoints whose commit could not be read when the entry was written (no
+        # network): taken from the repo's main branch and verified against the SHA-256 the
+        # Hub reports for the LFS file (expected is null for these entries).
+        revision = "main"
     if revision is None:
         raise WeightsNotFoundError(
             f"{filename!r} of {entry.name} is not in the package weights folder ({entry.folder}) and the entry "

@@ -22,7 +22,7 @@ from keras_attention.layers._common import check_choice
 from keras_attention.registry import register_model
 
 BLOCKS = ("basic", "bottleneck")
-STEMS = ("imagenet", "deep", "cifar")
+STEMS = ("imagenet", "deep", "tiered", "cifar")
 SHORTCUTS = ("projection", "avg_down", "pad")
 
 
@@ -100,9 +100,11 @@ def _stem(x, stem, stem_width):
         x = conv2d(x, stem_width, 3, 1, name="stem_conv")
         x = batch_norm("stem_bn")(x)
         return keras.layers.ReLU(name="stem_relu")(x)
-    if stem == "deep":
-        # ResNet-C/D deep stem (timm "deep"): 3x3/2 (w/2) -> 3x3 (w/2) -> 3x3 (w), BN-ReLU after each.
-        widths = (stem_width // 2, stem_width // 2, stem_width)
+    if stem in ("deep", "tiered"):
+        # ResNet-C/D deep stem (timm "deep"): 3x3/2 (w/2) -> 3x3 (w/2) -> 3x3 (w), BN-ReLU after each;
+        # timm's "deep_tiered" (the *t models) narrows the first conv to 3w/8 (24, 32, 64).
+        first = stem_width // 2 if stem == "deep" else 3 * (stem_width // 8)
+        widths = (first, stem_width // 2, stem_width)
         for i, (w, s) in enumerate(zip(widths, (2, 1, 1)), start=1):
             x = conv2d(x, w, 3, s, name=f"stem_conv{i}")
             x = batch_norm(f"stem_bn{i}")(x)
@@ -137,7 +139,8 @@ def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Seque
         pooling: with ``include_top=False``: ``None`` (4D features), ``"avg"`` or ``"max"``.
         groups, base_width: ResNeXt cardinality and bottleneck width (32 and 4 for 32x4d).
         stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool), ``"deep"`` (three 3x3 convs,
-            ResNet-C/D) or ``"cifar"`` (one 3x3 conv, no pooling; He et al. 2016, Sec. 4.2).
+            ResNet-C/D), ``"tiered"`` (deep stem with widths 3w/8, w/2, w, timm's *t models)
+            or ``"cifar"`` (one 3x3 conv, no pooling; He et al. 2016, Sec. 4.2).
         stem_width: stem output channels (64 ImageNet, 16 CIFAR).
         shortcut: projection shortcut when the shape changes: ``"projection"`` (1x1 conv +
             BN, option B), ``"avg_down"`` (2x2 average pool + 1x1 conv + BN, ResNet-D) or
@@ -210,6 +213,15 @@ IMAGENET_ARCHS = {
     "resnet152": ("bottleneck", (3, 8, 36, 3), {}),
     "resnext50_32x4d": ("bottleneck", (3, 4, 6, 3), {"groups": 32, "base_width": 4}),
     "resnext101_32x4d": ("bottleneck", (3, 4, 23, 3), {"groups": 32, "base_width": 4}),
+    # ResNet-D (He et al., "Bag of Tricks", 2019, Sec. 4.1-4.2): deep stem + average-pool
+    # shortcut, as timm's resnet50d/resnet101d/seresnext26d_32x4d (stem widths 32, 32, 64) and
+    # seresnext26t_32x4d (tiered stem, 24, 32, 64).
+    "resnet50d": ("bottleneck", (3, 4, 6, 3), {"stem": "deep", "shortcut": "avg_down"}),
+    "resnet101d": ("bottleneck", (3, 4, 23, 3), {"stem": "deep", "shortcut": "avg_down"}),
+    "resnext26d_32x4d": ("bottleneck", (2, 2, 2, 2), {"groups": 32, "base_width": 4, "stem": "deep",
+                                                      "shortcut": "avg_down"}),
+    "resnext26t_32x4d": ("bottleneck", (2, 2, 2, 2), {"groups": 32, "base_width": 4, "stem": "tiered",
+                                                      "shortcut": "avg_down"}),
 }
 
 CIFAR_DEFAULTS = {"stage_widths": (16, 32, 64), "stem": "cifar", "stem_width": 16, "shortcut": "pad",
@@ -220,7 +232,7 @@ CIFAR_ARCHS = {f"resnet{6 * n + 2}": ("basic", (n, n, n), CIFAR_DEFAULTS) for n 
 #: backbone defaults). Every prefix also gets the CIFAR ResNets.
 ATTENTION_VARIANTS = {
     "se": ("se", {}, ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-                      "resnext101_32x4d"], {}),
+                      "resnext101_32x4d", "resnext26d_32x4d", "resnext26t_32x4d"], {}),
     # Gather-Excite: ge_ = GE-theta-minus (parameter-free, global extent), the other two by name.
     "ge": ("ge", {}, ["resnet50"], {}),
     "ge_theta": ("ge", {"variant": "theta"}, ["resnet50"], {}),
@@ -230,8 +242,9 @@ ATTENTION_VARIANTS = {
     "cbam": ("cbam", {}, ["resnet50", "resnet101"], {}),
     "nam": ("nam", {}, ["resnet50"], {}),
     # ECA: the released ImageNet models fix the kernel size per stage (ECA-Net50 "k3557",
-    # ECA-Net101 "k3357", official README); the CIFAR ones use the paper's adaptive k.
-    "eca": ("eca", {}, ["resnet50", "resnet101"], {}),
+    # ECA-Net101 "k3357", official README); the CIFAR ones and timm's ResNet-D variants
+    # (ecaresnet50d/101d) use the paper's adaptive k.
+    "eca": ("eca", {}, ["resnet50", "resnet101", "resnet50d", "resnet101d"], {}),
 }
 
 #: Per-stage attention arguments of specific registered ImageNet models.
