@@ -156,10 +156,12 @@ class GatherExcite(keras.layers.Layer):
             hidden = reduced_channels(channels, self.reduction_ratio, self.reduction_channels,
                                       self.reduction_divisor)
             # The official 1x1 convolutions: gaussian(std 0.01) weights, zero biases.
-            init = keras.initializers.RandomNormal(stddev=0.01)
-            self.fc1 = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init,
+            # (one initializer instance each: a shared seeded instance repeats its values)
+            self.fc1 = keras.layers.Dense(hidden, activation="relu",
+                                          kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                           **sublayer_kwargs(self, "fc1"))
-            self.fc2 = keras.layers.Dense(channels, kernel_initializer=init,
+            self.fc2 = keras.layers.Dense(channels,
+                                          kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                           **sublayer_kwargs(self, "fc2"))
             self.fc1.build((None, channels))
             self.fc2.build((None, hidden))

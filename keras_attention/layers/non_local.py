@@ -133,10 +133,11 @@ class NonLocalBlock(keras.layers.Layer):
         inner = reduced_channels(channels, self.reduction_ratio, self.reduction_channels,
                                  self.reduction_divisor)
         self.inner_channels = inner
-        init = keras.initializers.RandomNormal(stddev=0.01)
+        # A new initializer per convolution: one shared (seeded) instance would start theta
+        # and phi (same shape) from identical kernels.
         conv = lambda name, filters, **kw: keras.layers.Conv2D(  # noqa: E731
-            filters, 1, kernel_initializer=kw.pop("kernel_initializer", init), **kw,
-            **sublayer_kwargs(self, name))
+            filters, 1, kernel_initializer=kw.pop("kernel_initializer", None)
+            or keras.initializers.RandomNormal(stddev=0.01), **kw, **sublayer_kwargs(self, name))
         n, h, w, _ = input_shape
         pooled = (n, pooled_size(h, self.subsample), pooled_size(w, self.subsample), channels)
         if self.subsample > 1:
@@ -148,13 +149,14 @@ class NonLocalBlock(keras.layers.Layer):
             self.theta.build(input_shape)
             self.phi.build(pooled)
         if self.mode == "concatenation":
-            self.concat_project = keras.layers.Dense(1, use_bias=False, kernel_initializer=init,
+            self.concat_project = keras.layers.Dense(1, use_bias=False,
+                                                     kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                                      **sublayer_kwargs(self, "concat_project"))
             self.concat_project.build((None, 2 * inner))
         self.g = conv("g", inner)
         self.g.build(pooled)
         self.out_conv = conv("out", channels,
-                             kernel_initializer=init if self.use_bn else "zeros")
+                             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01) if self.use_bn else "zeros")
         self.out_conv.build((n, h, w, inner))
         if self.use_bn:
             self.bn = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, gamma_initializer="zeros",

@@ -7,8 +7,14 @@ from keras import ops
 
 from keras_attention.layers._common import serializable
 
-#: He (Kaiming) normal initialisation, fan-out mode, as in torchvision/timm ResNets.
-HE_FAN_OUT = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+def he_fan_out() -> keras.initializers.Initializer:
+    """He (Kaiming) normal initialisation, fan-out mode, as in torchvision/timm ResNets.
+
+    A new instance per layer: a Keras initializer instance carries a fixed seed, so one
+    shared instance would give every kernel of the same shape identical values. Its seed
+    comes from Python's ``random``, which ``keras.utils.set_random_seed`` seeds.
+    """
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormalization:
@@ -21,7 +27,7 @@ def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormaliz
 
 
 def conv2d(x, filters: int, kernel_size: int, stride: int = 1, *, name: str, groups: int = 1,
-           use_bias: bool = False, kernel_initializer=HE_FAN_OUT):
+           use_bias: bool = False, kernel_initializer=None):
     """Convolution padded like PyTorch's ``padding=kernel_size // 2``.
 
     Keras's ``"same"`` padding pads strided convolutions asymmetrically (more at the
@@ -36,7 +42,7 @@ def conv2d(x, filters: int, kernel_size: int, stride: int = 1, *, name: str, gro
     else:
         padding = "same"
     return keras.layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, groups=groups,
-                               use_bias=use_bias, kernel_initializer=kernel_initializer,
+                               use_bias=use_bias, kernel_initializer=kernel_initializer or he_fan_out(),
                                name=name)(x)
 
 

@@ -130,3 +130,9 @@ def test_bad_inputs():
         NonLocalBlock()(np.zeros((2, 16), "float32"))
     with pytest.raises(ValueError, match="H and W >= 4"):
         NonLocalBlock(subsample=4)(np.zeros((1, 3, 8, 8), "float32"))
+
+
+def test_theta_and_phi_start_from_different_kernels():
+    layer = NonLocalBlock()
+    layer.build((None, 6, 6, 8))
+    assert not np.allclose(np.asarray(layer.theta.kernel), np.asarray(layer.phi.kernel))

@@ -171,3 +171,14 @@ def test_list_models():
         assert required in names
     assert ka.list_models("se_resnet*") == sorted(n for n in names if n.startswith("se_resnet"))
     assert "se_resnext50_32x4d" not in ka.list_models("*se_resnet*")
+
+
+def test_initialisation_differs_per_layer_and_follows_the_seed():
+    keras.utils.set_random_seed(1)
+    model = ka.create_model("resnet20")
+    a = np.asarray(model.get_layer("stage1_block0_conv1").kernel)
+    b = np.asarray(model.get_layer("stage1_block1_conv1").kernel)
+    assert not np.allclose(a, b), "same-shape convolutions start from identical kernels"
+    assert np.std(a) == pytest.approx(np.sqrt(2.0 / (3 * 3 * 16)), rel=0.15)  # He fan-out
+    keras.utils.set_random_seed(1)
+    np.testing.assert_array_equal(np.asarray(ka.create_model("resnet20").get_layer("stage1_block0_conv1").kernel), a)
