@@ -1,0 +1,113 @@
+"""Building blocks shared by the model builders: conv/BN in PyTorch-compatible form, heads."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_attention.layers._common import serializable
+
+#: He (Kaiming) normal initialisation, fan-out mode, as in torchvision/timm ResNets.
+HE_FAN_OUT = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormalization:
+    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
+
+    ``zero_init`` starts gamma at 0, so a residual branch ending in it starts as zero.
+    """
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name,
+                                           gamma_initializer="zeros" if zero_init else "ones")
+
+
+def conv2d(x, filters: int, kernel_size: int, stride: int = 1, *, name: str, groups: int = 1,
+           use_bias: bool = False, kernel_initializer=HE_FAN_OUT):
+    """Convolution padded like PyTorch's ``padding=kernel_size // 2``.
+
+    Keras's ``"same"`` padding pads strided convolutions asymmetrically (more at the
+    bottom/right), which would shift every feature map relative to the PyTorch
+    reference models; strided convolutions therefore get an explicit symmetric
+    ``ZeroPadding2D`` (named ``{name}_pad``) and ``"valid"`` padding.
+    """
+    pad = kernel_size // 2
+    if stride > 1 and pad > 0:
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same"
+    return keras.layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, groups=groups,
+                               use_bias=use_bias, kernel_initializer=kernel_initializer,
+                               name=name)(x)
+
+
+def classifier_head(x, *, num_classes: int, include_top: bool, pooling: str | None,
+                    classifier_activation=None, dropout_rate: float = 0.0):
+    """Global pooling + dense classifier (float32 output), or pooled / raw features.
+
+    With ``include_top=True`` returns ``(N, num_classes)`` float32 logits (or
+    probabilities if ``classifier_activation="softmax"``). With ``include_top=False``
+    returns the 4D feature map (``pooling=None``) or ``(N, C)`` features
+    (``pooling="avg"``/``"max"``).
+    """
+    if include_top:
+        pooling = pooling or "avg"
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
+    elif pooling is not None:
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max', received {pooling!r}.")
+    if not include_top:
+        return x
+    if dropout_rate:
+        x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
+    return keras.layers.Dense(num_classes, activation=classifier_activation, dtype="float32",
+                              name="head_fc")(x)
+
+
+def check_model_args(num_classes, input_shape, include_top):
+    """Validates the arguments every builder shares; returns ``input_shape`` as a tuple."""
+    if include_top and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                        or num_classes < 1):
+        raise ValueError(f"`num_classes` must be a positive integer when include_top=True, "
+                         f"received {num_classes!r}.")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels), received {input_shape}.")
+    return input_shape
+
+
+@serializable
+class ChannelPadShortcut(keras.layers.Layer):
+    """Parameter-free shortcut "option A" of He et al. (2016), Sec. 4.2.
+
+    Subsamples the input by ``stride`` (keeping every ``stride``-th pixel, starting at
+    the first) and zero-pads the channels equally on both sides up to
+    ``out_channels``, as in the CIFAR ResNets of the paper.
+
+    Input ``(N, H, W, C)``; output ``(N, ceil(H/stride), ceil(W/stride), out_channels)``.
+    """
+
+    def __init__(self, out_channels: int, stride: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = int(out_channels)
+        self.stride = int(stride)
+
+    def build(self, input_shape):
+        extra = self.out_channels - int(input_shape[-1])
+        if extra < 0:
+            raise ValueError(f"ChannelPadShortcut cannot reduce channels: input has "
+                             f"{input_shape[-1]}, out_channels={self.out_channels}.")
+        self._pad = (extra // 2, extra - extra // 2)
+
+    def call(self, x):
+        x = x[:, ::self.stride, ::self.stride, :]
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], list(self._pad)])
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        ceil = lambda d: None if d is None else -(-d // self.stride)  # noqa: E731
+        return (n, ceil(h), ceil(w), self.out_channels)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels, "stride": self.stride}

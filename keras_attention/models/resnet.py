@@ -1,0 +1,256 @@
+"""ResNet, ResNeXt and CIFAR ResNets with one pluggable attention slot per residual block.
+
+The attention module sits on the residual branch after the block's last BatchNorm
+and before the addition (SENet Fig. 3, CBAM Fig. 3, GCNet Fig. 4, GENet Sec. 3),
+so every attention family is compared on the same backbone.
+
+Layer names are deterministic and mirror torchvision/timm's module paths, which
+makes weight conversion a table: ``layer{i}.{j}.conv1`` <-> ``stage{i}_block{j}_conv1``,
+``conv1``/``bn1`` <-> ``stem_conv``/``stem_bn``, ``fc`` <-> ``head_fc``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+
+from keras_attention.layers.factory import AttentionSpec, create_attention
+from keras_attention.models._common import (ChannelPadShortcut, batch_norm, check_model_args,
+                                            classifier_head, conv2d)
+from keras_attention.layers._common import check_choice
+from keras_attention.registry import register_model
+
+BLOCKS = ("basic", "bottleneck")
+STEMS = ("imagenet", "deep", "cifar")
+SHORTCUTS = ("projection", "avg_down", "pad")
+
+
+def _attention(spec, kwargs, stage, attention_stages, prefix):
+    if attention_stages is not None and stage not in attention_stages:
+        return None
+    return create_attention(spec, name=f"{prefix}_attention", **(kwargs or {}))
+
+
+def _shortcut(x, out_channels, stride, kind, prefix):
+    in_channels = x.shape[-1]
+    if stride == 1 and in_channels == out_channels:
+        return x
+    if kind == "pad":
+        return ChannelPadShortcut(out_channels, stride, name=f"{prefix}_downsample_pad")(x)
+    if kind == "avg_down" and stride > 1:
+        # ResNet-D (Bag of Tricks, Sec. 4.1): 2x2 average pool (ceil mode, padding excluded)
+        # then a stride-1 projection.
+        x = keras.layers.AveragePooling2D(2, strides=2, padding="same", name=f"{prefix}_downsample_pool")(x)
+        stride = 1
+    x = conv2d(x, out_channels, 1, stride, name=f"{prefix}_downsample_conv")
+    return batch_norm(f"{prefix}_downsample_bn")(x)
+
+
+def basic_block(x, filters, stride, *, prefix, attention, shortcut="projection", zero_init_last=False,
+                **_):
+    """Two 3x3 conv-BN layers (ResNet-18/34 and the CIFAR ResNets); output has ``filters`` channels."""
+    shortcut_x = _shortcut(x, filters, stride, shortcut, prefix)
+    y = conv2d(x, filters, 3, stride, name=f"{prefix}_conv1")
+    y = batch_norm(f"{prefix}_bn1")(y)
+    y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
+    y = conv2d(y, filters, 3, 1, name=f"{prefix}_conv2")
+    y = batch_norm(f"{prefix}_bn2", zero_init=zero_init_last)(y)
+    if attention is not None:
+        y = attention(y)
+    y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut_x])
+    return keras.layers.ReLU(name=f"{prefix}_out")(y)
+
+
+basic_block.expansion = 1
+
+
+def bottleneck_block(x, filters, stride, *, prefix, attention, groups=1, base_width=64,
+                     stride_in_1x1=False, shortcut="projection", zero_init_last=False):
+    """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1 bottleneck; output has ``4 * filters`` channels.
+
+    ``stride_in_1x1`` puts the stride on the first 1x1 convolution, as in the original
+    Caffe ResNet and the official SENet release; by default it is on the 3x3 (torchvision,
+    timm, "ResNet v1.5").
+    """
+    width = int(filters * base_width / 64) * groups
+    out_channels = filters * 4
+    shortcut_x = _shortcut(x, out_channels, stride, shortcut, prefix)
+    s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+    y = conv2d(x, width, 1, s1, name=f"{prefix}_conv1")
+    y = batch_norm(f"{prefix}_bn1")(y)
+    y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
+    y = conv2d(y, width, 3, s3, groups=groups, name=f"{prefix}_conv2")
+    y = batch_norm(f"{prefix}_bn2")(y)
+    y = keras.layers.ReLU(name=f"{prefix}_relu2")(y)
+    y = conv2d(y, out_channels, 1, 1, name=f"{prefix}_conv3")
+    y = batch_norm(f"{prefix}_bn3", zero_init=zero_init_last)(y)
+    if attention is not None:
+        y = attention(y)
+    y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut_x])
+    return keras.layers.ReLU(name=f"{prefix}_out")(y)
+
+
+bottleneck_block.expansion = 4
+
+
+def _stem(x, stem, stem_width):
+    if stem == "cifar":
+        x = conv2d(x, stem_width, 3, 1, name="stem_conv")
+        x = batch_norm("stem_bn")(x)
+        return keras.layers.ReLU(name="stem_relu")(x)
+    if stem == "deep":
+        # ResNet-C/D deep stem (timm "deep"): 3x3/2 (w/2) -> 3x3 (w/2) -> 3x3 (w), BN-ReLU after each.
+        widths = (stem_width // 2, stem_width // 2, stem_width)
+        for i, (w, s) in enumerate(zip(widths, (2, 1, 1)), start=1):
+            x = conv2d(x, w, 3, s, name=f"stem_conv{i}")
+            x = batch_norm(f"stem_bn{i}")(x)
+            x = keras.layers.ReLU(name=f"stem_relu{i}")(x)
+    else:
+        x = conv2d(x, stem_width, 7, 2, name="stem_conv")
+        x = batch_norm("stem_bn")(x)
+        x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)  # zeros are safe after ReLU
+    return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+
+
+def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Sequence[int] = (64, 128, 256, 512),
+                 num_classes: int = 1000, input_shape: Sequence[int | None] = (224, 224, 3),
+                 include_top: bool = True, pooling: str | None = None,
+                 groups: int = 1, base_width: int = 64, stem: str = "imagenet", stem_width: int = 64,
+                 shortcut: str = "projection", stride_in_1x1: bool = False, zero_init_last: bool = False,
+                 attention: AttentionSpec = None, attention_kwargs: dict | None = None,
+                 attention_stages: Sequence[int] | None = None,
+                 after_block: Callable[[int, int], keras.layers.Layer | None] | None = None,
+                 classifier_activation=None, name: str = "resnet") -> keras.Model:
+    """Builds a ResNet-family network as a functional ``keras.Model``.
+
+    Args:
+        block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1-3x3-1x1, x4 channels).
+        stage_depths: number of blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        stage_widths: base width of each stage (the first stage has stride 1, the others 2).
+        num_classes: classifier outputs (used when ``include_top``).
+        input_shape: ``(H, W, 3)``; H and W may be ``None`` (any size >= 32 for ImageNet stems).
+        include_top: add global average pooling and the float32 dense classifier ``head_fc``.
+        pooling: with ``include_top=False``: ``None`` (4D features), ``"avg"`` or ``"max"``.
+        groups, base_width: ResNeXt cardinality and bottleneck width (32 and 4 for 32x4d).
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool), ``"deep"`` (three 3x3 convs,
+            ResNet-C/D) or ``"cifar"`` (one 3x3 conv, no pooling; He et al. 2016, Sec. 4.2).
+        stem_width: stem output channels (64 ImageNet, 16 CIFAR).
+        shortcut: projection shortcut when the shape changes: ``"projection"`` (1x1 conv +
+            BN, option B), ``"avg_down"`` (2x2 average pool + 1x1 conv + BN, ResNet-D) or
+            ``"pad"`` (parameter-free subsample + zero channel padding, option A).
+        stride_in_1x1: stride on the first 1x1 conv of bottlenecks (original SENet/Caffe).
+        zero_init_last: start each block's last BN gamma at 0 (block starts as identity).
+        attention: attention for every residual branch (see ``create_attention``): a
+            name (``"se"``, ``"ge"``, ``"gc"``, ``"cbam"``, ``"nam"``, ``"eca"``), a layer
+            class, a template instance or a callable; ``None`` for plain ResNet.
+        attention_kwargs: constructor arguments for the attention (e.g. ``reduction_ratio``).
+        attention_stages: 1-based stages that get attention (default: all).
+        after_block: ``f(stage, block) -> layer or None``; the layer is applied to that
+            block's output (used e.g. for non-local blocks between residual blocks).
+        classifier_activation: ``None`` for logits (default) or ``"softmax"``.
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``(N, H, W, 3)`` float32 images (normalised by the
+        pretrained config's mean/std) to ``(N, num_classes)`` float32 logits, or to
+        features when ``include_top=False``.
+
+    Raises:
+        ValueError: unknown ``block``/``stem``/``shortcut``, bad ``num_classes``/``input_shape``,
+            ``stage_depths``/``stage_widths`` of different lengths, unknown attention name.
+
+    Reference:
+        He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (Table 1;
+        Sec. 4.2 for CIFAR); Xie et al., "Aggregated Residual Transformations" (ResNeXt),
+        CVPR 2017 (Table 1); structure as torchvision.models.resnet / timm.models.resnet.
+    """
+    check_choice("block", block, BLOCKS)
+    check_choice("stem", stem, STEMS)
+    check_choice("shortcut", shortcut, SHORTCUTS)
+    input_shape = check_model_args(num_classes, input_shape, include_top)
+    if len(stage_depths) != len(stage_widths):
+        raise ValueError(f"`stage_depths` {tuple(stage_depths)} and `stage_widths` {tuple(stage_widths)} "
+                         "must have the same length.")
+    block_fn = basic_block if block == "basic" else bottleneck_block
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = _stem(inputs, stem, stem_width)
+    for stage, (depth, width) in enumerate(zip(stage_depths, stage_widths), start=1):
+        for b in range(depth):
+            prefix = f"stage{stage}_block{b}"
+            stride = 2 if (b == 0 and stage > 1) else 1
+            attn = _attention(attention, attention_kwargs, stage, attention_stages, prefix)
+            x = block_fn(x, width, stride, prefix=prefix, attention=attn, groups=groups,
+                         base_width=base_width, stride_in_1x1=stride_in_1x1, shortcut=shortcut,
+                         zero_init_last=zero_init_last)
+            extra = after_block(stage, b) if after_block is not None else None
+            if extra is not None:
+                x = extra(x)
+    outputs = classifier_head(x, num_classes=num_classes, include_top=include_top, pooling=pooling,
+                              classifier_activation=classifier_activation)
+    return keras.Model(inputs, outputs, name=name)
+
+
+# --------------------------------------------------------------------------------------
+# Registry. Each entry: (block, stage depths, extra builder defaults). Attention variants
+# add a prefix ("se_", ...) with that family's defaults from ATTENTION_DEFAULTS.
+
+IMAGENET_ARCHS = {
+    "resnet18": ("basic", (2, 2, 2, 2), {}),
+    "resnet34": ("basic", (3, 4, 6, 3), {}),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), {}),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), {}),
+    "resnet152": ("bottleneck", (3, 8, 36, 3), {}),
+    "resnext50_32x4d": ("bottleneck", (3, 4, 6, 3), {"groups": 32, "base_width": 4}),
+    "resnext101_32x4d": ("bottleneck", (3, 4, 23, 3), {"groups": 32, "base_width": 4}),
+}
+
+CIFAR_DEFAULTS = {"stage_widths": (16, 32, 64), "stem": "cifar", "stem_width": 16, "shortcut": "pad",
+                  "num_classes": 10, "input_shape": (32, 32, 3)}
+CIFAR_ARCHS = {f"resnet{6 * n + 2}": ("basic", (n, n, n), CIFAR_DEFAULTS) for n in (3, 5, 7, 9, 18)}
+
+#: Which attention families get which registered names, and their backbone defaults.
+IMAGENET_ATTENTION = {
+    "se": (["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+            "resnext101_32x4d"], {}),
+    "ge": (["resnet50"], {}),
+    # GCNet's ImageNet experiments put GC blocks in c3-c5 (our stages 2-4) only.
+    "gc": (["resnet50", "resnet101"], {"attention_stages": (2, 3, 4)}),
+    "cbam": (["resnet50", "resnet101"], {}),
+    "nam": (["resnet50"], {}),
+    "eca": (["resnet50", "resnet101"], {}),
+}
+CIFAR_ATTENTION = ("se", "ge", "gc", "cbam", "nam", "eca")
+
+FAMILY_NAMES = {"se": "SE (Squeeze-and-Excitation)", "ge": "Gather-Excite", "gc": "Global Context",
+                "cbam": "CBAM", "nam": "NAM", "eca": "ECA"}
+
+
+def _register(name, block, depths, defaults, attention=None, summary=""):
+    def builder(**kwargs):
+        options = {**defaults, **kwargs}
+        if attention is not None:
+            options.setdefault("attention", attention)
+        return build_resnet(block, depths, name=options.pop("name", name), **options)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{summary}\n\nArguments are those of :func:`build_resnet` (defaults: {defaults})."
+    builder.__module__ = __name__
+    register_model(builder)
+
+
+def _register_all():
+    for arch, (block, depths, extra) in {**IMAGENET_ARCHS, **CIFAR_ARCHS}.items():
+        cifar = arch in CIFAR_ARCHS
+        kind = "CIFAR " if cifar else ""
+        _register(arch, block, depths, extra, summary=f"{kind}{arch} (He et al. 2016{', Sec. 4.2' if cifar else ''}).")
+        families = CIFAR_ATTENTION if cifar else [f for f, (archs, _) in IMAGENET_ATTENTION.items() if arch in archs]
+        for family in families:
+            fam_defaults = {} if cifar else IMAGENET_ATTENTION[family][1]
+            _register(f"{family}_{arch}", block, depths, {**extra, **fam_defaults}, attention=family,
+                      summary=f"{kind}{arch} with {FAMILY_NAMES[family]} attention in every residual block.")
+
+
+_register_all()

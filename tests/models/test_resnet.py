@@ -1,0 +1,155 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_attention as ka
+from keras_attention.complexity import count_macs, count_params
+from keras_attention.models._common import ChannelPadShortcut
+from tests.helpers import check_fresh_process_reload, random_images
+
+# Trainable parameters for 1000 classes. Sources: torchvision/timm model definitions
+# (identical structure; counted with timm 1.0.31: resnet*, resnext*, seresnet50/101/152,
+# seresnext*), which equal the official Caffe/Torch releases (e.g. resnet50 25,557,032,
+# SENet's se_resnet50 28,088,024).
+IMAGENET_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x4d": 44_177_704,
+    "se_resnet50": 28_088_024,
+    "se_resnet101": 49_326_872,
+    "se_resnet152": 66_821_848,
+    "se_resnext50_32x4d": 27_559_896,
+    "se_resnext101_32x4d": 48_955_416,
+    # SE width C // 16 as in the SENet paper (Sec. 3.2); timm rounds it up to a multiple
+    # of 8 (4 -> 8 in stage 1), which gives 11,779,624 and 21,960,416. Both are 11.78M /
+    # 21.96M as reported (SENet TPAMI Table 10 lists SE-ResNet-18 11.78M, -34 21.96M).
+    "se_resnet18": 11_778_592,
+    "se_resnet34": 21_958_868,
+}
+
+# CIFAR ResNets with option-A shortcuts (He et al. 2016, Sec. 4.2, Table 6: 0.27M, 0.46M,
+# 0.66M, 0.85M, 1.7M), 10 classes: 16 + 3 stages x n basic blocks; counted by hand for
+# resnet20 (432 + 32 stem, 13,824 + 192 stage 1, 50,688 + 384 stage 2, 202,752 + 768
+# stage 3, 650 head = 269,722); the others add 2 blocks per stage per step of n.
+CIFAR_PARAMS = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
+                "resnet56": 853_018, "resnet110": 1_727_962}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGENET_PARAMS))
+def test_imagenet_parameter_counts(name):
+    model = ka.create_model(name)
+    assert count_params(model) == IMAGENET_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_PARAMS))
+def test_cifar_parameter_counts(name):
+    assert count_params(ka.create_model(name)) == CIFAR_PARAMS[name]
+
+
+def test_se_reduction_divisor_matches_timm_rounding():
+    # timm's seresnet18 (rd_divisor=8) has 11,779,624 parameters.
+    model = ka.create_model("se_resnet18", attention_kwargs={"reduction_divisor": 8})
+    assert count_params(model) == 11_779_624
+
+
+def test_macs_match_papers():
+    # SENet paper Table 2: ResNet-50 3.86 GFLOPs, SE-ResNet-50 3.87 (original Caffe models,
+    # stride on the first 1x1). With the stride on the 3x3 (torchvision/timm) it is 4.09 G.
+    assert count_macs(ka.create_model("resnet50", stride_in_1x1=True)) / 1e9 == pytest.approx(3.86, rel=0.02)
+    assert count_macs(ka.create_model("se_resnet50", stride_in_1x1=True)) / 1e9 == pytest.approx(3.87, rel=0.02)
+    assert count_macs(ka.create_model("resnet50")) == 4_089_184_256
+
+
+def test_deterministic_layer_names():
+    names = {layer.name for layer in ka.create_model("se_resnet50").layers}
+    for expected in ("stem_conv", "stem_bn", "stage1_block0_conv1", "stage1_block0_downsample_conv",
+                     "stage4_block2_bn3", "stage3_block5_attention", "head_fc"):
+        assert expected in names
+    assert [l.name for l in ka.create_model("resnet20").layers] == \
+        [l.name for l in ka.create_model("resnet20").layers]
+
+
+def test_attention_slot_is_after_last_bn_before_add():
+    model = ka.create_model("se_resnet20")
+    attn = model.get_layer("stage2_block0_attention")
+    assert attn._inbound_nodes[0].parent_nodes[0].operation.name == "stage2_block0_bn2"
+    add = model.get_layer("stage2_block0_add")
+    assert attn.name in [n.operation.name for n in add._inbound_nodes[0].parent_nodes]
+
+
+def test_attention_stages_gc_default():
+    from keras_attention.layers import list_attention
+    if "gc" not in list_attention():
+        pytest.skip("GlobalContext layer not merged yet")  # TODO(lead): remove once merged
+    names = {l.name for l in ka.create_model("gc_resnet50").layers}
+    assert "stage1_block0_attention" not in names and "stage2_block0_attention" in names
+
+
+def test_features_and_pooling():
+    model = ka.create_model("resnet18", include_top=False, input_shape=(64, 64, 3))
+    assert model.output_shape == (None, 2, 2, 512)
+    model = ka.create_model("resnet18", include_top=False, pooling="avg", input_shape=(None, None, 3))
+    assert tuple(model(random_images((1, 96, 80, 3))).shape) == (1, 512)
+
+
+def test_option_a_shortcut():
+    x = random_images((2, 5, 5, 4))
+    y = np.asarray(ChannelPadShortcut(8, 2)(x))
+    assert y.shape == (2, 3, 3, 8)
+    np.testing.assert_array_equal(y[..., 2:6], x[:, ::2, ::2, :])
+    assert not y[..., :2].any() and not y[..., 6:].any()
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_logits_float32(policy):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = ka.create_model("se_resnet20")
+        y = model(random_images((2, 32, 32, 3)))
+        assert keras.backend.standardize_dtype(y.dtype) == "float32"
+        assert np.isfinite(np.asarray(y)).all()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_save_and_reload_in_fresh_process(tmp_path):
+    check_fresh_process_reload(ka.create_model("se_resnet20"), random_images((2, 32, 32, 3)), tmp_path)
+
+
+def test_layer_instance_as_template():
+    from keras_attention.layers import SqueezeExcite
+    model = ka.create_model("resnet20", attention=SqueezeExcite(reduction_ratio=4))
+    layers = [l for l in model.layers if isinstance(l, SqueezeExcite)]
+    assert len(layers) == 9 and len({id(l) for l in layers}) == 9
+    assert model.get_layer("stage3_block0_attention").fc1.units == 16
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ValueError, match="se_resnet50"):
+        ka.create_model("se_resnet05")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_classes": 0}, "num_classes"),
+    ({"input_shape": (32, 32)}, "input_shape"),
+    ({"pooling": "sum", "include_top": False}, "pooling"),
+    ({"attention": "squeeze"}, "Unknown attention"),
+])
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ka.create_model("resnet20", **kwargs)
+
+
+def test_list_models():
+    names = ka.list_models()
+    for required in ["resnet18", "resnet152", "resnext101_32x4d", "se_resnext50_32x4d", "ge_resnet50",
+                     "gc_resnet101", "cbam_resnet101", "nam_resnet50", "eca_resnet50", "resnet110",
+                     "cbam_resnet56", "eca_resnet20", "nam_resnet32"]:
+        assert required in names
+    assert ka.list_models("se_resnet*") == sorted(n for n in names if n.startswith("se_resnet"))
+    assert "se_resnext50_32x4d" not in ka.list_models("*se_resnet*")
