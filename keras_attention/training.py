@@ -407,7 +407,7 @@ def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 def atomic_save(write, path: Path):
     """Calls ``write(tmp_path)`` then ``os.replace(tmp_path, path)`` (same folder)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # keeps ".weights.h5" etc.
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -720,16 +720,23 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
             history_csv.unlink()
         callbacks = [RunMonitor(steps, cfg.batch_size, schedule),
                      keras.callbacks.CSVLogger(str(history_csv), append=True),
-                     keras.callbacks.TensorBoard(log_dir=str(out / "logs"), write_graph=False,
-                                                 update_freq="epoch"),
                      keras.callbacks.TerminateOnNaN(),
                      EpochCheckpoint(ckpt_dir)]
+        if _tensorboard_available():
+            callbacks.insert(2, keras.callbacks.TensorBoard(log_dir=str(out / "logs"),
+                                                            write_graph=False,
+                                                            update_freq="epoch"))
+        else:
+            import warnings
+            warnings.warn("TensorBoard is not installed (pip install tensorboard): no "
+                          "TensorBoard logs; history.csv and curves.png are still written.",
+                          stacklevel=2)
         t0 = time.perf_counter()
         if initial_epoch < cfg.epochs:
             try:
                 model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps, validation_data=val_ds,
-                          validation_freq=cfg.val_every, callbacks=callbacks,
+                          validation_freq=cfg.val_every, callbacks=callbacks, shuffle=False,
                           verbose=cfg.verbose if cfg.verbose != 1 else "auto")
             except Exception as err:
                 _explain_decode_error(err, train_src, val_src)
@@ -778,6 +785,11 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
         print(f"[train] done: {iterations} optimizer steps; {summary}; outputs in {out}",
               flush=True)
     return metrics
+
+
+def _tensorboard_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def _pct(x):

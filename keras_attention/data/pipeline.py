@@ -107,7 +107,8 @@ def _decode_fn(source: ImageSource):
 
 
 def _cached_examples(source: ImageSource, cache: str | bool):
-    """Decoded ``(uint8 image, label)`` records, cached in memory when small enough."""
+    """``(records, decode or None, cache mode)``: ``decode`` is ``None`` when the records
+    are already decoded (mode ``"decoded"``); the caller caches them."""
     decode = _decode_fn(source)
     mode = cache
     if cache in ("auto", True):
@@ -120,10 +121,10 @@ def _cached_examples(source: ImageSource, cache: str | bool):
         else:
             mode = "none"
     if mode == "decoded":
-        ds = source.records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        ds = source.records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         return ds, None, mode
     if mode == "encoded":
-        return source.records.cache(), decode, mode
+        return source.records, decode, mode
     if mode in ("none", False):
         return source.records, decode, "none"
     raise ValueError(f"cache must be 'auto', 'decoded', 'encoded' or 'none'; received {cache!r}.")
@@ -138,21 +139,25 @@ def _options(deterministic: bool = True):
     return options
 
 
-def _epoch_seed(seed: int, epoch):
-    """Seed of epoch ``epoch`` (a tensor) for shuffling and augmentation."""
-    return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 7919 + 17
+def _seed_base(seed: int) -> int:
+    """First element of every stateless seed of run ``seed`` (a Python int)."""
+    return (int(seed) * 1_000_003 + 17) % (2**62)
 
 
 def train_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *, epochs: int,
                   initial_epoch: int = 0, seed: int = 0, one_hot: bool = True,
-                  cache: str = "auto", shuffle_buffer: int | None = None,
+                  cache: str = "auto", shuffle_buffer: int = 10_000,
                   drop_remainder: bool = True) -> tuple[tf.data.Dataset, int]:
     """Augmented, shuffled, batched training data for epochs ``initial_epoch .. epochs-1``.
 
-    Epoch ``e`` is a pure function of ``(seed, e)``: its shuffle order and every random
-    crop/flip are seeded from them, so a run resumed at epoch ``e`` gets the same
-    batches as an uninterrupted run. Use with ``model.fit(..., steps_per_epoch=steps,
-    initial_epoch=initial_epoch, epochs=epochs)``.
+    When the split is cached in memory (the usual case: CIFAR, Imagenette, a user's
+    folder), epoch ``e`` is a pure function of ``(seed, e)``: its order is a stateless
+    permutation seeded by ``(seed, e)`` and every random crop/flip is seeded by
+    ``(seed, e, position)``, so a run resumed at epoch ``e`` gets exactly the batches
+    an uninterrupted run would have. Splits too large to cache are streamed through
+    a ``shuffle_buffer``-sized shuffle seeded by ``(seed, initial_epoch)``: a resumed
+    run then sees a different (equally random) order. Use with ``model.fit(...,
+    steps_per_epoch=steps, initial_epoch=initial_epoch, epochs=epochs)``.
 
     Args:
         source: training split.
@@ -164,57 +169,65 @@ def train_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *, e
         cache: ``"auto"`` (decoded images in memory if they fit in 2 GiB, else the
             encoded files if they fit in 4 GiB, else no cache), ``"decoded"``,
             ``"encoded"``, ``"none"``.
-        shuffle_buffer: default: the whole split when cached, else 10,000.
-        drop_remainder: drop the last partial batch (keeps shapes static and the
-            number of steps per epoch exact).
+        shuffle_buffer: shuffle buffer of an uncached split.
+        drop_remainder: drop the last partial batch of each epoch (keeps shapes
+            static and the number of steps per epoch exact).
 
     Returns:
         ``(dataset, steps_per_epoch)``.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; received {batch_size}.")
-    steps = source.num_examples // batch_size if drop_remainder else -(-source.num_examples // batch_size)
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}]; received "
+                         f"{initial_epoch}.")
+    n = source.num_examples
+    steps = n // batch_size if drop_remainder else -(-n // batch_size)
     if steps == 0:
         raise ValueError(f"{source.describe()} is smaller than one batch of {batch_size}.")
+    per_epoch = steps * batch_size if drop_remainder else n
     base, decode, mode = _cached_examples(source, cache)
-    if shuffle_buffer is None:
-        shuffle_buffer = source.num_examples if mode != "none" else 10_000
-    shuffle_buffer = max(1, min(shuffle_buffer, source.num_examples))
     num_classes = source.num_classes
     size = pre.size
+    seed0 = _seed_base(seed)
 
-    def augment_fn(epoch_seed):
-        def fn(index, example):
-            image, label = example
-            if decode is not None:
-                image, label = decode(image, label)
-            elem_seed = tf.stack([epoch_seed, index])
-            if pre.recipe == "cifar":
-                image = augment.cifar_train_transform(image, elem_seed, size, pad=pre.pad,
-                                                      flip=pre.hflip,
-                                                      interpolation=pre.interpolation)
-            elif pre.recipe == "imagenet":
-                image = augment.imagenet_train_transform(image, elem_seed, size, scale=pre.scale,
-                                                         ratio=pre.ratio, flip=pre.hflip,
-                                                         interpolation=pre.interpolation)
-            else:
-                image = augment.eval_transform(image, size, pre.crop_pct, pre.interpolation)
-            image = augment.normalize(image, pre.mean, pre.std)
-            image.set_shape([size[0], size[1], 3])
-            if one_hot:
-                label = tf.one_hot(label, num_classes, dtype=tf.float32)
-            return image, label
-        return fn
+    def augment_fn(epoch, index, image, label):
+        if decode is not None:
+            image, label = decode(image, label)
+        elem_seed = tf.stack([tf.constant(seed0, tf.int64) + epoch, index])
+        if pre.recipe == "cifar":
+            image = augment.cifar_train_transform(image, elem_seed, size, pad=pre.pad,
+                                                  flip=pre.hflip, interpolation=pre.interpolation)
+        elif pre.recipe == "imagenet":
+            image = augment.imagenet_train_transform(image, elem_seed, size, scale=pre.scale,
+                                                     ratio=pre.ratio, flip=pre.hflip,
+                                                     interpolation=pre.interpolation)
+        else:
+            image = augment.eval_transform(image, size, pre.crop_pct, pre.interpolation)
+        image = augment.normalize(image, pre.mean, pre.std)
+        image.set_shape([size[0], size[1], 3])
+        if one_hot:
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return image, label
 
-    def one_epoch(epoch):
-        epoch_seed = _epoch_seed(seed, epoch)
-        ds = base.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-        ds = ds.take(steps * batch_size) if drop_remainder else ds
-        ds = ds.enumerate().map(augment_fn(epoch_seed), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=True)
-        return ds.batch(batch_size, drop_remainder=drop_remainder)
+    if mode != "none":
+        whole = base.batch(n).cache()  # one element: the whole split, in memory
 
-    ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+        def one_epoch(epoch):
+            perm = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed0, tf.int64), epoch]))
+            perm = perm[:per_epoch]
+            ds = whole.map(lambda x, y: (tf.gather(x, perm), tf.gather(y, perm))).unbatch()
+            return ds.enumerate().map(lambda i, ex: (epoch, i, ex[0], ex[1]))
+
+        ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+    else:
+        ds = base.shuffle(max(1, min(shuffle_buffer, n)), seed=seed0 % (2**31) + initial_epoch,
+                          reshuffle_each_iteration=True)
+        ds = ds.take(per_epoch).repeat(epochs - initial_epoch).enumerate()
+        ds = ds.map(lambda i, ex: (initial_epoch + i // per_epoch, i % per_epoch, ex[0], ex[1]))
+    ds = ds.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), steps
 
 
@@ -233,7 +246,9 @@ def eval_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *,
     if tta not in (None, "none", "flip", "five_crop", "five_crop_flip"):
         raise ValueError(f"tta must be None, 'flip', 'five_crop' or 'five_crop_flip'; received "
                          f"{tta!r}.")
-    base, decode, _ = _cached_examples(source, cache)
+    base, decode, mode = _cached_examples(source, cache)
+    if mode != "none":
+        base = base.cache()
     size = pre.size
     num_classes = source.num_classes
 
