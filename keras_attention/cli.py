@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 
-def _str_or_none(value: str):
-    return None if value.lower() in ("none", "null", "") else value
+def _is_none(value) -> bool:
+    return isinstance(value, str) and value.lower() in ("none", "null", "")
 
 
 def _bool(value: str) -> bool:
@@ -45,7 +45,7 @@ _TRAIN_OPTIONS = [
      "with <split>/<class>/<images>"),
     ("--data-dir", "data_dir", str, None, "TFDS data directory (default: $TFDS_DATA_DIR)"),
     ("--train-split", "train_split", str, None, "training split, slices allowed: train[:5000]"),
-    ("--val-split", "val_split", _str_or_none, None, "validation split ('none' to skip)"),
+    ("--val-split", "val_split", str, None, "validation split ('none' to skip)"),
     ("--cache", "cache", str, None, "auto | decoded | encoded | none (in-memory caching)"),
     ("--skip-corrupt", "skip_corrupt", _bool, None, "skip unreadable images in a folder "
      "dataset (true/false)"),
@@ -114,7 +114,7 @@ def _train_values(args) -> dict:
     for flag, dest, *_ in _TRAIN_OPTIONS:
         v = getattr(args, dest)
         if v is not None:
-            values[dest] = v
+            values[dest] = None if (dest == "val_split" and _is_none(v)) else v
     if args.set:
         import yaml
         for item in args.set:
