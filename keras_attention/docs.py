@@ -14,7 +14,7 @@ BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
 def model_table() -> str:
     """Markdown table of every registered architecture, grouped by family prefix."""
     pretrained: dict[str, list[str]] = {}
-    for tag in _pretrained_tags():
+    for tag in list_models(pretrained=True):
         arch, _, suffix = tag.partition(".")
         pretrained.setdefault(arch, []).append(suffix)
     rows = ["| model | description | pretrained tags |", "|---|---|---|"]
@@ -22,13 +22,6 @@ def model_table() -> str:
         tags = ", ".join(f"`{t}`" for t in sorted(pretrained.get(name, []))) or "-"
         rows.append(f"| `{name}` | {get_model_entry(name).summary} | {tags} |")
     return "\n".join(rows)
-
-
-def _pretrained_tags() -> list[str]:
-    try:
-        return list_models(pretrained=True)
-    except ImportError:  # TODO(lead): hub module not merged yet
-        return []
 
 
 def render_readme(text: str) -> str:

@@ -195,7 +195,7 @@ def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Seque
 
 # --------------------------------------------------------------------------------------
 # Registry. Each entry: (block, stage depths, extra builder defaults). Attention variants
-# add a prefix ("se_", ...) with that family's defaults from ATTENTION_DEFAULTS.
+# add a prefix ("se_", ...) with that family's defaults from ATTENTION_VARIANTS.
 
 IMAGENET_ARCHS = {
     "resnet18": ("basic", (2, 2, 2, 2), {}),
@@ -211,28 +211,34 @@ CIFAR_DEFAULTS = {"stage_widths": (16, 32, 64), "stem": "cifar", "stem_width": 1
                   "num_classes": 10, "input_shape": (32, 32, 3)}
 CIFAR_ARCHS = {f"resnet{6 * n + 2}": ("basic", (n, n, n), CIFAR_DEFAULTS) for n in (3, 5, 7, 9, 18)}
 
-#: Which attention families get which registered names, and their backbone defaults.
-IMAGENET_ATTENTION = {
-    "se": (["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-            "resnext101_32x4d"], {}),
-    "ge": (["resnet50"], {}),
+#: Registered attention variants: name prefix -> (attention, its kwargs, ImageNet archs,
+#: backbone defaults). Every prefix also gets the CIFAR ResNets.
+ATTENTION_VARIANTS = {
+    "se": ("se", {}, ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                      "resnext101_32x4d"], {}),
+    # Gather-Excite: ge_ = GE-theta-minus (parameter-free, global extent), the other two by name.
+    "ge": ("ge", {}, ["resnet50"], {}),
+    "ge_theta": ("ge", {"variant": "theta"}, ["resnet50"], {}),
+    "ge_theta_plus": ("ge", {"variant": "theta+"}, ["resnet50"], {}),
     # GCNet's ImageNet experiments put GC blocks in c3-c5 (our stages 2-4) only.
-    "gc": (["resnet50", "resnet101"], {"attention_stages": (2, 3, 4)}),
-    "cbam": (["resnet50", "resnet101"], {}),
-    "nam": (["resnet50"], {}),
-    "eca": (["resnet50", "resnet101"], {}),
+    "gc": ("gc", {}, ["resnet50", "resnet101"], {"attention_stages": (2, 3, 4)}),
+    "cbam": ("cbam", {}, ["resnet50", "resnet101"], {}),
+    "nam": ("nam", {}, ["resnet50"], {}),
+    "eca": ("eca", {}, ["resnet50", "resnet101"], {}),
 }
-CIFAR_ATTENTION = ("se", "ge", "gc", "cbam", "nam", "eca")
 
-FAMILY_NAMES = {"se": "SE (Squeeze-and-Excitation)", "ge": "Gather-Excite", "gc": "Global Context",
+FAMILY_NAMES = {"se": "SE (Squeeze-and-Excitation)", "ge": "Gather-Excite (GE-theta-minus, global)",
+                "ge_theta": "Gather-Excite (GE-theta, global)",
+                "ge_theta_plus": "Gather-Excite (GE-theta-plus, global)", "gc": "Global Context",
                 "cbam": "CBAM", "nam": "NAM", "eca": "ECA"}
 
 
-def _register(name, block, depths, defaults, attention=None, summary=""):
+def _register(name, block, depths, defaults, attention=None, attention_kwargs=None, summary=""):
     def builder(**kwargs):
         options = {**defaults, **kwargs}
         if attention is not None:
             options.setdefault("attention", attention)
+            options["attention_kwargs"] = {**(attention_kwargs or {}), **(options.get("attention_kwargs") or {})}
         return build_resnet(block, depths, name=options.pop("name", name), **options)
 
     builder.__name__ = builder.__qualname__ = name
@@ -246,11 +252,12 @@ def _register_all():
         cifar = arch in CIFAR_ARCHS
         kind = "CIFAR " if cifar else ""
         _register(arch, block, depths, extra, summary=f"{kind}{arch} (He et al. 2016{', Sec. 4.2' if cifar else ''}).")
-        families = CIFAR_ATTENTION if cifar else [f for f, (archs, _) in IMAGENET_ATTENTION.items() if arch in archs]
-        for family in families:
-            fam_defaults = {} if cifar else IMAGENET_ATTENTION[family][1]
-            _register(f"{family}_{arch}", block, depths, {**extra, **fam_defaults}, attention=family,
-                      summary=f"{kind}{arch} with {FAMILY_NAMES[family]} attention in every residual block.")
+        for prefix, (attention, attention_kwargs, archs, fam_defaults) in ATTENTION_VARIANTS.items():
+            if cifar or arch in archs:
+                _register(f"{prefix}_{arch}", block, depths, {**extra, **({} if cifar else fam_defaults)},
+                          attention=attention, attention_kwargs=attention_kwargs,
+                          summary=f"{kind}{arch} with {FAMILY_NAMES[prefix]} attention in every residual block"
+                                  f"{' of stages 2-4' if 'attention_stages' in fam_defaults and not cifar else ''}.")
 
 
 _register_all()
