@@ -1,4 +1,4 @@
-"""Command line: ``keras-attention {train,evaluate,predict}`` (``scripts/*.py`` wrap it).
+"""Command line: ``keras-attention {train,evaluate,predict,demo}`` (``scripts/*.py`` wrap it).
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     keras-attention train --output runs/se_resnet20 --resume        # after a crash / kill -9
     keras-attention evaluate runs/se_resnet20 --dataset cifar10 --split test --tta flip
     keras-attention predict se_resnet20.cifar10 cat.png ship.jpg --top-k 3
+    keras-attention demo          # the main job: evaluate se_resnet20.cifar10, classify images
 
 The Keras backend is chosen by ``KERAS_BACKEND`` (``tensorflow`` or ``jax``); TFDS
 datasets are read from ``--data-dir`` or ``TFDS_DATA_DIR``.
@@ -194,6 +195,50 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _add_demo_parser(sub):
+    p = sub.add_parser("demo", help="the main job: evaluate shipped weights, classify test images",
+                       description="Evaluate a pretrained model (default se_resnet20.cifar10) on "
+                       "its dataset's full evaluation split, compare top-1 with its model card, "
+                       "then classify a few test images with `predict`.")
+    p.add_argument("model", nargs="?", default="se_resnet20.cifar10")
+    p.add_argument("--images", type=int, default=4, help="test images to classify")
+    p.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def cmd_demo(args) -> int:
+    import tempfile
+
+    from keras_attention.data import load_source
+    from keras_attention.evaluation import evaluate, load_for_inference, predict
+
+    loaded = load_for_inference(args.model)
+    card = loaded.config.get("metrics") or {}
+    result = evaluate(loaded, data_dir=args.data_dir, batch_size=args.batch_size,
+                      progress=not args.no_progress)
+    print(f"{result['model']} on {result['dataset']} [{result['split']}]: top-1 "
+          f"{result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({result['num_examples']} images)")
+    if card.get("top1") is not None:
+        same = abs(card["top1"] - result["top1"]) < 0.005
+        print(f"model card: top-1 {card['top1']:.2f}%  top-5 {card.get('top5') or float('nan'):.2f}%"
+              f"  -> {'same' if same else 'DIFFERENT'}")
+    source = load_source(result["dataset"], result["split"], data_dir=args.data_dir,
+                         label_names=loaded.label_names)
+    with tempfile.TemporaryDirectory() as tmp:
+        files, truth = [], []
+        for i, (encoded, label) in enumerate(source.records.take(args.images)):
+            ext = ".png" if encoded.numpy()[:4] == b"\x89PNG" else ".jpg"
+            files.append(os.path.join(tmp, f"{result['split'].split('[')[0]}_{i}{ext}"))
+            Path(files[-1]).write_bytes(encoded.numpy())
+            truth.append(source.label_names[int(label)])
+        for r, true in zip(predict(loaded, files, top_k=3), truth):
+            guesses = ", ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in r["top"])
+            print(f"{Path(r['file']).name} (true: {true}): {guesses}")
+    return 0 if card.get("top1") is None or same else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-attention", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub).set_defaults(func=cmd_train)
     _add_evaluate_parser(sub).set_defaults(func=cmd_evaluate)
     _add_predict_parser(sub).set_defaults(func=cmd_predict)
+    _add_demo_parser(sub).set_defaults(func=cmd_demo)
     return parser
 
 
@@ -213,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from keras_attention.hub import WeightsError
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, WeightsError) as err:
         if os.environ.get("KERAS_ATTENTION_TRACEBACK"):
             raise
         print(f"keras-attention {args.command}: error: {err}", file=sys.stderr, flush=True)

@@ -9,7 +9,9 @@ A model is given as any of:
   ``pretrained.json`` in the same folder);
 * a ``.weights.h5`` file next to a ``pretrained.json`` (architecture and builder
   arguments come from it);
-* a pretrained name (``"se_resnet20.cifar10"``) resolved by ``keras_attention.load``.
+* a pretrained name (``"se_resnet20.cifar10"``), an ``hf://org/repo`` address or a
+  published model folder (Keras unzipped layout with ``metadata.json``), resolved by
+  ``keras_attention.load`` and ``keras_attention.get_pretrained_cfg``.
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | Non
 
     if isinstance(spec, keras.Model):
         return _from_cfg(spec, config or {}, spec.name)
+    if str(spec).startswith("hf://"):
+        return _load_pretrained(str(spec), config)
     path = Path(os.path.expanduser(str(spec)))
+    if path.is_dir() and not (path / "pretrained.json").is_file() and \
+            (path / "config.json").is_file() and (path / "metadata.json").is_file():
+        return _load_pretrained(str(path), config)  # a published (Keras unzipped) folder
     if path.is_dir():
         cfg_path = path / "pretrained.json"
         if (path / "model.keras").is_file():
@@ -224,7 +231,7 @@ def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *
     """
     from keras_attention.data import load_source
 
-    loaded = load_for_inference(model_spec)
+    loaded = model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec)
     dataset = dataset or loaded.config.get("dataset")
     split = split or (loaded.config.get("metrics") or {}).get("split") or "test"
     if not dataset:

@@ -315,6 +315,17 @@ def make_strategy(distribute: str):
     raise ValueError(f"distribute must be one of {DISTRIBUTE}; received {distribute!r}.")
 
 
+def _chief_worker(strategy) -> tuple[bool, int]:
+    """``(is_chief, task_id)`` under MultiWorkerMirroredStrategy (``TF_CONFIG``); else chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True, 0
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    return chief, task_id
+
+
 class _NullScope:
     def __enter__(self):
         return self
@@ -642,6 +653,11 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.seed)
     strategy, replicas = make_strategy(cfg.distribute)
+    chief, worker_id = _chief_worker(strategy)
+    if not chief:  # every worker saves (collectives), but only the chief into output_dir
+        out = out / f".worker{worker_id}"
+        ckpt_dir = out / "checkpoints"
+        saved_cfg_path = out / "train_config.json"
     if cfg.batch_size % replicas:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {replicas} "
                          f"replicas.")
@@ -746,6 +762,8 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
+    if not chief:
+        return {"worker": worker_id, "optimizer_steps": iterations}
     # Export in float32, built exactly as `create_model(arch, **model_kwargs)` builds it.
     if keras.backend.backend() == "jax" and cfg.distribute == "data_parallel":
         keras.distribution.set_distribution(None)

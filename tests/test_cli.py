@@ -98,3 +98,7 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys, monkeypatch):
                  "five_crop_flip", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "TTA five_crop_flip" in out and "(100 images" in out
+    # the main job's command, on this run folder: evaluate, compare with the card, classify
+    assert main(["demo", str(run), "--images", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("-> same") and len(out) == 4 and "(true: " in out[2]
