@@ -440,6 +440,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.ckpt_dir = Path(ckpt_dir)
         self.keep = keep
+        if self.ckpt_dir.is_dir():  # leftovers of a run killed while writing
+            for stale in self.ckpt_dir.glob(".tmp*"):
+                stale.unlink(missing_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -590,9 +593,19 @@ def pretrained_config(cfg: TrainConfig, label_names, model_kwargs, weights_path:
                     "split": cfg.val_split, "dataset": cfg.dataset,
                     "command": f"keras-attention evaluate {arch}.{tag} --dataset {cfg.dataset} "
                                f"--split {cfg.val_split}" if cfg.val_split else None},
-        "source": {"recipe": cfg.recipe, "command": command, "hardware": hardware,
+        "source": {"recipe": _recipe_ref(cfg.recipe), "command": command, "hardware": hardware,
                    "epochs": cfg.epochs},
     }
+
+
+def _recipe_ref(recipe: str | None) -> str | None:
+    """A recipe path as ``weights/README.md`` writes it: relative to ``weights/`` if inside."""
+    if not recipe:
+        return None
+    parts = Path(recipe).as_posix().split("/")
+    if "weights" in parts:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("weights") + 1:])
+    return recipe
 
 
 def hardware_description(num_replicas: int = 1) -> str:
@@ -622,8 +635,8 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
       ``create_model(model, **model_kwargs)`` (no optimizer);
     * ``pretrained.json``: input size, crop, interpolation, mean/std, label names,
       SHA-256 of the weights, metrics (``weights/README.md`` schema);
-    * ``metrics.json``: top-1/top-5 (percent) on the full validation split, loss,
-      epochs, steps, times, throughput, parameters;
+    * ``metrics.json``: top-1/top-5 (percent) and cross-entropy on the full validation
+      split, epochs, optimizer steps, times, training throughput, parameters;
     * ``history.csv`` (one row per epoch), ``logs/`` (TensorBoard), ``curves.png``.
 
     Raises:
@@ -789,7 +802,10 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
         result = evaluate_model(export, val_src, pre, batch_size=max(cfg.batch_size, 100),
                                 progress=bool(cfg.verbose))
         metrics.update({"split": cfg.val_split, "top1": result["top1"], "top5": result["top5"],
-                        "val_loss": result["loss"], "num_eval_examples": result["num_examples"]})
+                        "eval_cross_entropy": result["loss"],
+                        "num_eval_examples": result["num_examples"]})
+    if train_src.skipped_files:
+        metrics["skipped_files"] = len(train_src.skipped_files)
     _write_json(out / "metrics.json", metrics)
     _write_json(out / "pretrained.json",
                 pretrained_config(cfg, label_names, model_kwargs, out / "model.weights.h5",

@@ -92,11 +92,16 @@ def test_config_errors_name_the_option():
             TrainConfig(**bad)
 
 
-def test_recipe_is_complete_and_valid():
+def test_recipes_are_complete_and_valid():
     cfg = TrainConfig.from_dict(load_recipe(RECIPE))
     assert (cfg.model, cfg.dataset, cfg.augment, cfg.optimizer) == ("resnet20", "cifar10", "cifar",
                                                                     "sgd")
     assert cfg.wd_mode == "l2" and cfg.recipe.endswith("cifar10_resnet.yaml")
+    from keras_attention.registry import list_models
+    for path in sorted((REPO_ROOT / "weights" / "recipes").glob("*.yaml")):
+        cfg = TrainConfig.from_dict(load_recipe(path))
+        assert cfg.model in list_models(), path.name
+        assert cfg.tag and cfg.val_split, path.name
 
 
 def test_resume_refuses_changed_options_and_fresh_run_refuses_old_checkpoints(tmp_path):
