@@ -125,7 +125,8 @@ def _train_values(args) -> dict:
             values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
     model = values.get("model", "resnet20")
     dataset = str(values.get("dataset", "cifar10"))
-    values["output_dir"] = out or str(Path("runs") / f"{model}-{Path(dataset).name.replace('/', '_')}")
+    data_name = Path(dataset).name if os.path.isdir(dataset) else dataset.replace("/", "_")
+    values["output_dir"] = out or str(Path("runs") / f"{model}-{data_name}")
     values["resume"] = bool(args.resume)
     return values
 
@@ -222,8 +223,10 @@ def cmd_demo(args) -> int:
           f"{result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({result['num_examples']} images)")
     if card.get("top1") is not None:
         same = abs(card["top1"] - result["top1"]) < 0.005
-        print(f"model card: top-1 {card['top1']:.2f}%  top-5 {card.get('top5') or float('nan'):.2f}%"
-              f"  -> {'same' if same else 'DIFFERENT'}")
+        top5 = card.get("top5")
+        print(f"model card: top-1 {card['top1']:.2f}%"
+              + (f"  top-5 {top5:.2f}%" if top5 is not None else "")
+              + f"  -> {'same' if same else 'DIFFERENT'}")
     source = load_source(result["dataset"], result["split"], data_dir=args.data_dir,
                          label_names=loaded.label_names)
     with tempfile.TemporaryDirectory() as tmp:

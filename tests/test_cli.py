@@ -71,7 +71,8 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys, monkeypatch):
           "--train-split", "train[:512]", "--val-split", "test[:200]", "--epochs", "1",
           "--batch-size", "64", "--warmup-epochs", "0", "--verbose", "2", "--output", str(run)])
     cfg = json.loads((run / "pretrained.json").read_text())
-    assert cfg["name"] == "se_resnet20.cifar10" and "--model se_resnet20" in cfg["source"]["command"]
+    assert cfg["name"] == "se_resnet20.cifar10"
+    assert "--model se_resnet20" in cfg["source"]["command"]
     metrics = json.loads((run / "metrics.json").read_text())
 
     out = _run(["scripts/evaluate.py", str(run), "--dataset", "cifar10", "--split", "test[:200]",

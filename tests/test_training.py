@@ -243,7 +243,8 @@ def test_two_replicas_on_cpu(tmp_path, backend, extra):
         pytest.importorskip("jax")
         env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     out = _finish(_cli(["train", "--recipe", str(RECIPE), "--train-split", "train[:256]",
-                        "--val-split", "test[:64]", "--epochs", "1", "--batch-size", "32", "--warmup-epochs", "0",
+                        "--val-split", "test[:64]", "--epochs", "1", "--batch-size", "32",
+                        "--warmup-epochs", "0",
                         "--verbose", "2", "--output", str(tmp_path / "run"), *extra], env))
     assert "on 2 replica(s)" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -9,3 +9,7 @@ from keras_attention.data.pipeline import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_M
                                            Preprocessing, eval_dataset, load_source, train_dataset)
 from keras_attention.data.source import ImageSource
 from keras_attention.data.tfds import load_tfds
+
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSource",
+           "Preprocessing", "eval_dataset", "find_corrupt_images", "load_folder", "load_source",
+           "load_tfds", "train_dataset"]

@@ -38,9 +38,11 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def _resize(image, size, interpolation):
-    method = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest",
-              "area": "area"}[interpolation]
-    out = tf.image.resize(tf.cast(image, tf.float32), size, method=method, antialias=method != "nearest")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; received "
+                         f"{interpolation!r}.")
+    out = tf.image.resize(tf.cast(image, tf.float32), size, method=interpolation,
+                          antialias=interpolation != "nearest")
     return tf.clip_by_value(out, 0.0, 255.0)
 
 
@@ -68,7 +70,11 @@ def center_crop(image, size):
 
 
 def eval_transform(image, size, crop_pct=1.0, interpolation="bilinear"):
-    """Evaluation view: shorter side to ``size / crop_pct``, centre crop ``size``; float32 [0, 255]."""
+    """Evaluation view: shorter side to ``size / crop_pct``, centre crop ``size``.
+
+    Returns float32 in [0, 255]; an image already of ``size`` with ``crop_pct = 1`` is
+    returned unchanged (no resampling).
+    """
     size = tuple(int(s) for s in size)
     target = scale_size(size, crop_pct)
     shape = tf.shape(image)

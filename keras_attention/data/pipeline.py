@@ -8,7 +8,7 @@ any Keras backend consumes.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 

@@ -23,7 +23,8 @@ def _base_splits(split: str) -> list[str]:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> str | None:
-    """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``None`` (TFDS default ~/tensorflow_datasets)."""
+    """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``None`` (TFDS's default,
+    ``~/tensorflow_datasets``)."""
     if data_dir:
         return os.fspath(data_dir)
     return os.environ.get("TFDS_DATA_DIR") or None

@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from keras_attention.data import Preprocessing, eval_dataset, load_folder, load_source, train_dataset
+from keras_attention.data import (Preprocessing, eval_dataset, load_folder, load_source,
+                                  train_dataset)
 from tests.data._common import IMAGENETTE, needs_imagenette
 
 pytestmark = needs_imagenette
