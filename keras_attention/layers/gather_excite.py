@@ -110,7 +110,7 @@ class GatherExcite(keras.layers.Layer):
         self.variant = check_choice("variant", variant, VARIANTS)
         if isinstance(extent, bool) or extent not in EXTENTS:
             raise ValueError(f"`extent` must be one of 2, 4, 8 or 'global', received {extent!r}.")
-        self.extent = extent
+        self.extent = extent if extent == "global" else int(extent)
         self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
         self.reduction_channels = check_positive("reduction_channels", reduction_channels,
                                                  integer=True, allow_none=True)

@@ -26,10 +26,11 @@ STEMS = ("imagenet", "deep", "cifar")
 SHORTCUTS = ("projection", "avg_down", "pad")
 
 
-def _attention(spec, kwargs, stage, attention_stages, prefix):
+def _attention(spec, kwargs, stage_kwargs, stage, attention_stages, prefix):
     if attention_stages is not None and stage not in attention_stages:
         return None
-    return create_attention(spec, name=f"{prefix}_attention", **(kwargs or {}))
+    kwargs = {**(kwargs or {}), **((stage_kwargs or {}).get(stage) or {})}
+    return create_attention(spec, name=f"{prefix}_attention", **kwargs)
 
 
 def _shortcut(x, out_channels, stride, kind, prefix):
@@ -121,7 +122,8 @@ def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Seque
                  shortcut: str = "projection", stride_in_1x1: bool = False, zero_init_last: bool = False,
                  attention: AttentionSpec = None, attention_kwargs: dict | None = None,
                  attention_stages: Sequence[int] | None = None,
-                 after_block: Callable[[int, int], keras.layers.Layer | None] | None = None,
+                 attention_stage_kwargs: dict[int, dict] | None = None,
+                 after_block: Callable[[int, int], Callable | None] | None = None,
                  classifier_activation=None, name: str = "resnet") -> keras.Model:
     """Builds a ResNet-family network as a functional ``keras.Model``.
 
@@ -147,7 +149,9 @@ def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Seque
             class, a template instance or a callable; ``None`` for plain ResNet.
         attention_kwargs: constructor arguments for the attention (e.g. ``reduction_ratio``).
         attention_stages: 1-based stages that get attention (default: all).
-        after_block: ``f(stage, block) -> layer or None``; the layer is applied to that
+        attention_stage_kwargs: ``{stage: kwargs}`` overriding ``attention_kwargs`` in one
+            stage (e.g. the released ECA-Net's kernel size per stage).
+        after_block: ``f(stage, block) -> layer (or callable) or None``; it is applied to that
             block's output (used e.g. for non-local blocks between residual blocks).
         classifier_activation: ``None`` for logits (default) or ``"softmax"``.
         name: model name.
@@ -181,7 +185,8 @@ def build_resnet(block: str, stage_depths: Sequence[int], *, stage_widths: Seque
         for b in range(depth):
             prefix = f"stage{stage}_block{b}"
             stride = 2 if (b == 0 and stage > 1) else 1
-            attn = _attention(attention, attention_kwargs, stage, attention_stages, prefix)
+            attn = _attention(attention, attention_kwargs, attention_stage_kwargs, stage,
+                              attention_stages, prefix)
             x = block_fn(x, width, stride, prefix=prefix, attention=attn, groups=groups,
                          base_width=base_width, stride_in_1x1=stride_in_1x1, shortcut=shortcut,
                          zero_init_last=zero_init_last)
@@ -224,7 +229,15 @@ ATTENTION_VARIANTS = {
     "gc": ("gc", {}, ["resnet50", "resnet101"], {"attention_stages": (2, 3, 4)}),
     "cbam": ("cbam", {}, ["resnet50", "resnet101"], {}),
     "nam": ("nam", {}, ["resnet50"], {}),
+    # ECA: the released ImageNet models fix the kernel size per stage (ECA-Net50 "k3557",
+    # ECA-Net101 "k3357", official README); the CIFAR ones use the paper's adaptive k.
     "eca": ("eca", {}, ["resnet50", "resnet101"], {}),
+}
+
+#: Per-stage attention arguments of specific registered ImageNet models.
+STAGE_KWARGS = {
+    "eca_resnet50": {s: {"kernel_size": k} for s, k in zip((1, 2, 3, 4), (3, 5, 5, 7))},
+    "eca_resnet101": {s: {"kernel_size": k} for s, k in zip((1, 2, 3, 4), (3, 3, 5, 7))},
 }
 
 FAMILY_NAMES = {"se": "SE (Squeeze-and-Excitation)", "ge": "Gather-Excite (GE-theta-minus, global)",
@@ -254,7 +267,9 @@ def _register_all():
         _register(arch, block, depths, extra, summary=f"{kind}{arch} (He et al. 2016{', Sec. 4.2' if cifar else ''}).")
         for prefix, (attention, attention_kwargs, archs, fam_defaults) in ATTENTION_VARIANTS.items():
             if cifar or arch in archs:
-                _register(f"{prefix}_{arch}", block, depths, {**extra, **({} if cifar else fam_defaults)},
+                name = f"{prefix}_{arch}"
+                stage_kwargs = {"attention_stage_kwargs": STAGE_KWARGS[name]} if name in STAGE_KWARGS else {}
+                _register(name, block, depths, {**extra, **({} if cifar else fam_defaults), **stage_kwargs},
                           attention=attention, attention_kwargs=attention_kwargs,
                           summary=f"{kind}{arch} with {FAMILY_NAMES[prefix]} attention in every residual block"
                                   f"{' of stages 2-4' if 'attention_stages' in fam_defaults and not cifar else ''}.")

@@ -13,21 +13,25 @@ def sigmoid(x):
 
 
 def test_contract_cbam(tmp_path):
+    keras.utils.set_random_seed(0)
     run_layer_test(CBAM, {"reduction_ratio": 4}, SHAPES, tmp_path=tmp_path)
 
 
 def test_contract_channel_attention(tmp_path):
+    keras.utils.set_random_seed(0)
     run_layer_test(ChannelAttention, {"reduction_channels": 3}, SHAPES, tmp_path=tmp_path,
                    fresh_process=False)
 
 
 def test_contract_spatial_attention(tmp_path):
+    keras.utils.set_random_seed(0)
     run_layer_test(SpatialAttention, {"kernel_size": 3, "zero_init_gamma": False}, SHAPES,
                    tmp_path=tmp_path, fresh_process=False)
 
 
 def channel_reference(x, layer):
-    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias, layer.fc2.kernel, layer.fc2.bias)]
+    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias,
+                                              layer.fc2.kernel, layer.fc2.bias)]
     mlp = lambda z: np.maximum(z @ w1 + b1, 0) @ w2 + b2  # noqa: E731
     return x * sigmoid(mlp(x.mean(axis=(1, 2))) + mlp(x.max(axis=(1, 2))))[:, None, None, :]
 

@@ -57,17 +57,52 @@ def batchnorm_inference(x, norm):
     return gamma * (x - mean) / np.sqrt(var + EPS) + beta
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"variant": "theta-", "extent": 4},
-    {"variant": "theta", "extent": 8},
-    {"variant": "theta+", "extent": "global", "reduction_ratio": 4},
+@pytest.mark.parametrize("kwargs, fresh_process", [
+    ({"variant": "theta-", "extent": 4}, False),
+    ({"variant": "theta", "extent": 8}, False),
+    ({"variant": "theta+", "extent": "global", "reduction_ratio": 4}, False),
+    ({"variant": "theta+", "extent": 4, "reduction_ratio": 4}, True),  # one reload per module
 ])
-def test_contract(tmp_path, kwargs):
+def test_contract(tmp_path, kwargs, fresh_process):
+    keras.utils.set_random_seed(0)
     # The first shape is used for the gradient check: 16x16 so that extent 8 leaves a 2x2
-    # gathered map. (With 8x8 and batch 2, the last BatchNorm would normalise 2 values per
-    # channel, whose output is +-1 whatever its input, so almost no gradient gets through.)
-    run_layer_test(GatherExcite, kwargs, [(2, 16, 16, 8), (1, 5, 7, 8), (2, 1, 1, 8)],
-                   tmp_path=tmp_path)
+    # gathered map (with 8x8 and batch 2, the last BatchNorm would normalise 2 values per
+    # channel, whose output is +-1 whatever its input, so almost no gradient gets through),
+    # and 32 channels so that GE-theta+'s bottleneck has 8 units: its inputs are all >= 0
+    # (ReLU after the gather) and its weights N(0, 0.01) as the official init, so a unit is
+    # dead for every sample with probability ~1/2, and 2 units are all dead too often.
+    # GE-theta+ with a strided stack: the first BN's gamma gets no gradient at init (see
+    # test_first_gather_scale_is_invariant_at_init) and, behind the official 0.01-std excite
+    # convolutions, too small a one afterwards to move a float32 1.0 in three SGD steps.
+    exempt = ("gather_bn1/gamma",) if kwargs["variant"] == "theta+" and kwargs["extent"] == 4 else ()
+    run_layer_test(GatherExcite, kwargs, [(2, 16, 16, 32), (1, 5, 7, 32), (2, 1, 1, 32)],
+                   tmp_path=tmp_path, fresh_process=fresh_process, no_gradient_weights=exempt)
+
+
+def test_first_gather_scale_is_invariant_at_init():
+    # BN1 -> ReLU -> conv2 -> BN2: with beta1 = 0 (its init), relu(g * xhat) = g * relu(xhat)
+    # for g > 0 and BN2 removes the scale, so gamma1 has exactly zero gradient; once beta1
+    # moves, it matters. (Why the contract test exempts gather_bn1/gamma for theta+.)
+    layer = GatherExcite(variant="theta+", extent=4, reduction_ratio=2)
+    x = random_images((2, 16, 16, 4), seed=8)
+    layer.build(x.shape)
+    gather = lambda: np.asarray(layer._gather(x, training=True))  # noqa: E731
+    before = gather()
+    layer.norms[0].gamma.assign(np.full(4, 3.0, "float32"))
+    np.testing.assert_allclose(gather(), before, rtol=1e-4, atol=1e-5)
+    layer.norms[0].beta.assign(np.full(4, 0.5, "float32"))
+    shifted = gather()
+    layer.norms[0].gamma.assign(np.ones(4, "float32"))
+    assert np.abs(gather() - shifted).max() > 0.1
+
+
+def test_save_and_load_global_depthwise_gather(tmp_path):
+    inputs = keras.Input((5, 6, 4))
+    model = keras.Model(inputs, GatherExcite(variant="theta", extent="global")(inputs))
+    x = random_images((2, 5, 6, 4), seed=9)
+    model.save(tmp_path / "ge.keras")
+    restored = keras.saving.load_model(tmp_path / "ge.keras")
+    np.testing.assert_allclose(np.asarray(restored(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["theta-", "theta", "theta+"])
@@ -107,7 +142,8 @@ def test_upsampling_rule_for_size_not_divisible_by_extent():
     # A ramp input makes each gathered row's mean distinct, so a wrong mapping shows.
     x = np.broadcast_to(np.arange(9, dtype="float32")[None, :, None, None], (1, 9, 1, 1)).copy()
     y = np.asarray(GatherExcite(variant="theta-", extent=4)(x))[0, :, 0, 0] / x[0, :, 0, 0].clip(1e-9)
-    gathered = sigmoid(np.array([np.mean(x[0, 0:4, 0, 0]), np.mean(x[0, 1:8, 0, 0]), np.mean(x[0, 5:9, 0, 0])]))
+    ramp = x[0, :, 0, 0]
+    gathered = sigmoid(np.array([ramp[0:4].mean(), ramp[1:8].mean(), ramp[5:9].mean()]))
     np.testing.assert_allclose(y[1:], gathered[[0, 0, 1, 1, 1, 2, 2, 2]], rtol=1e-5)
 
 
@@ -136,7 +172,8 @@ def test_theta_plus_global_matches_numpy_reference():
     kernel = np.asarray(layer.convs[0].kernel)[:, :, :, 0]  # (H, W, C): covers the whole map
     assert kernel.shape == (4, 5, 6)
     g = batchnorm_inference(np.einsum("nhwc,hwc->nc", x, kernel), layer.norms[0])
-    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias, layer.fc2.kernel, layer.fc2.bias)]
+    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias,
+                                              layer.fc2.kernel, layer.fc2.bias)]
     s = sigmoid(np.maximum(np.maximum(g, 0) @ w1 + b1, 0) @ w2 + b2)
     np.testing.assert_allclose(np.asarray(layer(x, training=False)), x * s[:, None, None, :],
                                rtol=1e-4, atol=1e-5)

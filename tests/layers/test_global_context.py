@@ -10,6 +10,7 @@ SHAPES = [(2, 8, 8, 16), (1, 5, 7, 16), (2, 1, 1, 16)]
 
 @pytest.mark.parametrize("context_modeling", ["attention", "avg"])
 def test_contract_add_fusion_is_identity_at_init(tmp_path, context_modeling):
+    keras.utils.set_random_seed(0)
     # Official init: the transform's last 1x1 conv is zero (weights and bias), so
     # x + transform(x) == x.
     run_layer_test(GlobalContext, {"reduction_ratio": 4, "context_modeling": context_modeling},
@@ -21,6 +22,7 @@ def test_contract_add_fusion_is_identity_at_init(tmp_path, context_modeling):
 
 
 def test_contract_mul_fusion(tmp_path):
+    keras.utils.set_random_seed(0)
     run_layer_test(GlobalContext, {"reduction_ratio": 4, "fusion": "mul"}, SHAPES, tmp_path=tmp_path,
                    fresh_process=False, no_gradient_weights=("conv_mask/bias",))
 
@@ -62,7 +64,8 @@ def test_matches_numpy_reference(context_modeling, fusion):
     layer.build(x.shape)
     _randomise(layer, rng)  # the zero-initialised fc2 would hide most of the maths
     if context_modeling == "attention":
-        logits = np.einsum("nhwc,co->nhwo", x, np.asarray(layer.conv_mask.kernel)) + np.asarray(layer.conv_mask.bias)
+        logits = (np.einsum("nhwc,co->nhwo", x, np.asarray(layer.conv_mask.kernel))
+                  + np.asarray(layer.conv_mask.bias))
         logits = logits.reshape(2, -1)
         a = np.exp(logits - logits.max(1, keepdims=True))
         a /= a.sum(1, keepdims=True)  # softmax over the H*W positions

@@ -15,8 +15,20 @@ def sigmoid(x):
 
 @pytest.mark.parametrize("kwargs", [{}, {"spatial": True, "sparsity": 1e-3}])
 def test_contract(tmp_path, kwargs):
+    keras.utils.set_random_seed(0)
     # (2, 1, 1, 16) with spatial=True: one pixel, so the pixel weight |l| / sum |l| = 1.
     run_layer_test(NAM, kwargs, SHAPES, tmp_path=tmp_path, fresh_process=not kwargs)
+
+
+def test_save_and_load_with_spatial_branch_and_regularizer(tmp_path):
+    inputs = keras.Input((3, 4, 8))
+    model = keras.Model(inputs, NAM(spatial=True, sparsity=1e-3)(inputs))
+    x = random_images((2, 3, 4, 8), seed=9)
+    model.save(tmp_path / "nam.keras")
+    restored = keras.saving.load_model(tmp_path / "nam.keras")
+    np.testing.assert_allclose(np.asarray(restored(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    reg = restored.layers[-1].pixel_norm.gamma_regularizer
+    assert isinstance(reg, NAMSparsity) and reg.l1 == 1e-3
 
 
 def _set_bn(norm, rng, size):
@@ -79,7 +91,8 @@ def test_pixel_norm_statistics_are_over_batch_and_channels():
     xhat = (x - x.mean(axis=(0, 1, 2))) / np.sqrt(x.var(axis=(0, 1, 2)) + EPS)
     c_out = sigmoid(gamma / 4 * xhat) * x
     per_pixel = c_out.reshape(2, 6, 4).mean(axis=(0, 2))
-    np.testing.assert_allclose(np.asarray(layer.pixel_norm.moving_mean), 0.1 * per_pixel, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.pixel_norm.moving_mean), 0.1 * per_pixel,
+                               rtol=1e-4, atol=1e-6)
 
 
 def _gradient(loss_fn, layer, variable):

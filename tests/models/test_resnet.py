@@ -45,10 +45,11 @@ IMAGENET_PARAMS = {
     # NAM official code: one BatchNorm (gamma, beta) per block on C = 4 x width channels:
     # 2 x (256*3 + 512*4 + 1024*6 + 2048*3) = 30,208 over ResNet-50.
     "nam_resnet50": 25_587_240,
-    # ECA (Wang et al. 2020): adaptive k per stage (5, 5, 5, 7 for C = 256..2048): 3*5 + 4*5 +
-    # 6*5 + 3*7 = 86 parameters over ResNet-50.
-    "eca_resnet50": 25_557_118,
-    "eca_resnet101": 44_549_331,
+    # ECA (Wang et al. 2020), the released models (github.com/BangguWu/ECANet README):
+    # ECA-Net50 k = 3,5,5,7 per stage: 3*3 + 4*5 + 6*5 + 3*7 = 80 parameters ("+80" in the
+    # README); ECA-Net101 k = 3,3,5,7: 3*3 + 4*3 + 23*5 + 3*7 = 157.
+    "eca_resnet50": 25_557_112,
+    "eca_resnet101": 44_549_317,
 }
 
 # CIFAR ResNets with option-A shortcuts (He et al. 2016, Sec. 4.2, Table 6: 0.27M, 0.46M,
