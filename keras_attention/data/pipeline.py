@@ -1,0 +1,296 @@
+"""``tf.data`` pipelines for training and evaluation, and the preprocessing config.
+
+The model side of the package is backend-agnostic; these pipelines are the only
+TensorFlow code in training: they yield NumPy-convertible float32 NHWC batches that
+any Keras backend consumes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import tensorflow as tf
+
+from keras_attention.data import augment
+from keras_attention.data.source import ImageSource
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# In-memory caching limits: decoded images (uint8) or encoded files.
+_CACHE_DECODED_MAX = 2 * 1024**3
+_CACHE_ENCODED_MAX = 4 * 1024**3
+
+
+@dataclass
+class Preprocessing:
+    """How images are turned into model inputs; saved with the weights.
+
+    Field names follow the ``pretrained.json`` schema (``weights/README.md``).
+
+    Attributes:
+        input_size: ``(H, W, C)`` model input.
+        crop_pct: evaluation crop fraction (shorter side resized to ``size / crop_pct``,
+            then centre crop); ``1.0`` = no crop.
+        interpolation: ``"bilinear"``, ``"bicubic"``, ``"nearest"`` or ``"area"``.
+        mean, std: per-channel RGB normalisation on [0, 1] images.
+        recipe: training augmentation, ``"cifar"``, ``"imagenet"`` or ``"none"``.
+        pad: padding of the CIFAR recipe (pixels per side).
+        scale, ratio: area and aspect-ratio ranges of the ImageNet recipe.
+        hflip: random horizontal flips in training.
+    """
+
+    input_size: tuple = (224, 224, 3)
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    recipe: str = "imagenet"
+    pad: int = 4
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+    hflip: bool = True
+
+    def __post_init__(self):
+        self.input_size = tuple(int(v) for v in self.input_size)
+        if len(self.input_size) == 2:
+            self.input_size = (*self.input_size, 3)
+        if len(self.input_size) != 3 or self.input_size[2] != 3 or min(self.input_size) <= 0:
+            raise ValueError(f"input_size must be (H, W, 3) with positive H, W; received "
+                             f"{self.input_size}.")
+        if not 0.0 < float(self.crop_pct) <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1]; received {self.crop_pct}.")
+        self.crop_pct = float(self.crop_pct)
+        if self.interpolation not in augment.INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {augment.INTERPOLATIONS}; received "
+                             f"{self.interpolation!r}.")
+        if self.recipe not in augment.RECIPES:
+            raise ValueError(f"recipe must be one of {augment.RECIPES}; received {self.recipe!r}.")
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std must be 3 values each (std > 0); received "
+                             f"mean={self.mean}, std={self.std}.")
+        self.scale = tuple(float(v) for v in self.scale)
+        self.ratio = tuple(float(v) for v in self.ratio)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.input_size[:2]
+
+    def to_config(self) -> dict:
+        cfg = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Preprocessing":
+        """From a dict such as a ``pretrained.json`` entry (unknown keys ignored)."""
+        names = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in cfg.items() if k in names and v is not None}
+        if "recipe" not in kwargs:
+            kwargs["recipe"] = "none"
+        return cls(**kwargs)
+
+
+def _decode_fn(source: ImageSource):
+    shape = source.image_shape
+
+    def decode(encoded, label):
+        image = augment.decode_image(encoded)
+        if shape is not None:
+            image.set_shape(shape[:2] + (3,))
+        return image, label
+    return decode
+
+
+def _cached_examples(source: ImageSource, cache: str | bool):
+    """``(records, decode or None, cache mode)``: ``decode`` is ``None`` when the records
+    are already decoded (mode ``"decoded"``); the caller caches them."""
+    decode = _decode_fn(source)
+    mode = cache
+    if cache in ("auto", True):
+        decoded_bytes = (source.num_examples * source.image_shape[0] * source.image_shape[1] * 3
+                         if source.image_shape else None)
+        if decoded_bytes is not None and decoded_bytes <= _CACHE_DECODED_MAX:
+            mode = "decoded"
+        elif (source.encoded_bytes or _CACHE_ENCODED_MAX + 1) <= _CACHE_ENCODED_MAX:
+            mode = "encoded"
+        else:
+            mode = "none"
+    if mode == "decoded":
+        ds = source.records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds, None, mode
+    if mode == "encoded":
+        return source.records, decode, mode
+    if mode in ("none", False):
+        return source.records, decode, "none"
+    raise ValueError(f"cache must be 'auto', 'decoded', 'encoded' or 'none'; received {cache!r}.")
+
+
+def _options(deterministic: bool = True):
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    # Sharding by data, not files: TFDS splits are often a single file.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def _seed_base(seed: int) -> int:
+    """First element of every stateless seed of run ``seed`` (a Python int)."""
+    return (int(seed) * 1_000_003 + 17) % (2**62)
+
+
+def train_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *, epochs: int,
+                  initial_epoch: int = 0, seed: int = 0, one_hot: bool = True,
+                  cache: str = "auto", shuffle_buffer: int = 10_000,
+                  drop_remainder: bool = True) -> tuple[tf.data.Dataset, int]:
+    """Augmented, shuffled, batched training data for epochs ``initial_epoch .. epochs-1``.
+
+    When the split is cached in memory (the usual case: CIFAR, Imagenette, a user's
+    folder), epoch ``e`` is a pure function of ``(seed, e)``: its order is a stateless
+    permutation seeded by ``(seed, e)`` and every random crop/flip is seeded by
+    ``(seed, e, position)``, so a run resumed at epoch ``e`` gets exactly the batches
+    an uninterrupted run would have. Splits too large to cache are streamed through
+    a ``shuffle_buffer``-sized shuffle seeded by ``(seed, initial_epoch)``: a resumed
+    run then sees a different (equally random) order. Use with ``model.fit(...,
+    steps_per_epoch=steps, initial_epoch=initial_epoch, epochs=epochs)``.
+
+    Args:
+        source: training split.
+        pre: preprocessing (recipe, size, mean/std).
+        batch_size: global batch size.
+        epochs, initial_epoch: the epoch range to produce.
+        seed: run seed.
+        one_hot: labels as float32 one-hot vectors (for label smoothing) instead of int.
+        cache: ``"auto"`` (decoded images in memory if they fit in 2 GiB, else the
+            encoded files if they fit in 4 GiB, else no cache), ``"decoded"``,
+            ``"encoded"``, ``"none"``.
+        shuffle_buffer: shuffle buffer of an uncached split.
+        drop_remainder: drop the last partial batch of each epoch (keeps shapes
+            static and the number of steps per epoch exact).
+
+    Returns:
+        ``(dataset, steps_per_epoch)``.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; received {batch_size}.")
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}]; received "
+                         f"{initial_epoch}.")
+    n = source.num_examples
+    steps = n // batch_size if drop_remainder else -(-n // batch_size)
+    if steps == 0:
+        raise ValueError(f"{source.describe()} is smaller than one batch of {batch_size}.")
+    per_epoch = steps * batch_size if drop_remainder else n
+    base, decode, mode = _cached_examples(source, cache)
+    num_classes = source.num_classes
+    size = pre.size
+    seed0 = _seed_base(seed)
+
+    def augment_fn(epoch, index, image, label):
+        if decode is not None:
+            image, label = decode(image, label)
+        elem_seed = tf.stack([tf.constant(seed0, tf.int64) + epoch, index])
+        if pre.recipe == "cifar":
+            image = augment.cifar_train_transform(image, elem_seed, size, pad=pre.pad,
+                                                  flip=pre.hflip, interpolation=pre.interpolation)
+        elif pre.recipe == "imagenet":
+            image = augment.imagenet_train_transform(image, elem_seed, size, scale=pre.scale,
+                                                     ratio=pre.ratio, flip=pre.hflip,
+                                                     interpolation=pre.interpolation)
+        else:
+            image = augment.eval_transform(image, size, pre.crop_pct, pre.interpolation)
+        image = augment.normalize(image, pre.mean, pre.std)
+        image.set_shape([size[0], size[1], 3])
+        if one_hot:
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return image, label
+
+    if mode != "none":
+        whole = base.batch(n).cache()  # one element: the whole split, in memory
+
+        def one_epoch(epoch):
+            perm = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed0, tf.int64), epoch]))
+            perm = perm[:per_epoch]
+            ds = whole.map(lambda x, y: (tf.gather(x, perm), tf.gather(y, perm))).unbatch()
+            return ds.enumerate().map(lambda i, ex: (epoch, i, ex[0], ex[1]))
+
+        ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+    else:
+        ds = base.shuffle(max(1, min(shuffle_buffer, n)), seed=seed0 % (2**31) + initial_epoch,
+                          reshuffle_each_iteration=True)
+        ds = ds.take(per_epoch).repeat(epochs - initial_epoch).enumerate()
+        ds = ds.map(lambda i, ex: (initial_epoch + i // per_epoch, i % per_epoch, ex[0], ex[1]))
+    ds = ds.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), steps
+
+
+def eval_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *,
+                 tta: str | None = None, one_hot: bool = False, cache: str = "none",
+                 with_index: bool = False) -> tf.data.Dataset:
+    """Evaluation batches in dataset order: resize + centre crop, normalised.
+
+    Args:
+        tta: ``None``; ``"flip"`` (images ``(B, 2, H, W, 3)``: original and mirrored);
+            ``"five_crop"`` (``(B, 5, H, W, 3)``: corners and centre, see
+            :func:`augment.five_crops`); ``"five_crop_flip"`` (``(B, 10, H, W, 3)``).
+        one_hot: float one-hot labels (for ``model.fit`` validation) instead of int.
+        cache: as in :func:`train_dataset` (``"none"`` by default: one pass).
+    """
+    if tta not in (None, "none", "flip", "five_crop", "five_crop_flip"):
+        raise ValueError(f"tta must be None, 'flip', 'five_crop' or 'five_crop_flip'; received "
+                         f"{tta!r}.")
+    base, decode, mode = _cached_examples(source, cache)
+    if mode != "none":
+        base = base.cache()
+    size = pre.size
+    num_classes = source.num_classes
+
+    def fn(image, label):
+        if decode is not None:
+            image, label = decode(image, label)
+        if tta in (None, "none"):
+            views = augment.eval_transform(image, size, pre.crop_pct, pre.interpolation)
+        else:
+            if tta.startswith("five_crop"):
+                views = augment.five_crops(image, size, pre.crop_pct, pre.interpolation,
+                                           pad=pre.pad if pre.recipe == "cifar" else 0)
+            else:
+                views = augment.eval_transform(image, size, pre.crop_pct, pre.interpolation)[None]
+            if tta.endswith("flip"):
+                views = tf.concat([views, tf.reverse(views, axis=[2])], axis=0)
+        views = augment.normalize(views, pre.mean, pre.std)
+        if one_hot:
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return views, label
+
+    ds = base.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def load_source(dataset: str, split: str, *, data_dir: str | None = None,
+                label_names: list[str] | None = None, skip_corrupt: bool = False,
+                verify: str = "header", download: bool = True) -> ImageSource:
+    """A TFDS dataset by name, or a class-folder dataset when ``dataset`` is a folder.
+
+    ``dataset`` is treated as a folder when it is an existing folder or starts with
+    ``/``, ``.`` or ``~``; anything else is a TFDS name (``"imagenette/160px"``).
+    """
+    expanded = os.path.expanduser(dataset)
+    if os.path.isdir(expanded) or dataset.startswith((".", "~", "/")):
+        from keras_attention.data.folder import load_folder
+        return load_folder(expanded, split, label_names=label_names, skip_corrupt=skip_corrupt,
+                           verify=verify)
+    from keras_attention.data.tfds import load_tfds
+    source = load_tfds(dataset, split, data_dir=data_dir, download=download)
+    if label_names is not None and list(label_names) != source.label_names:
+        raise ValueError(f"The model's {len(label_names)} label names differ from dataset "
+                         f"{dataset!r}'s {source.num_classes} ({source.label_names[:5]}...).")
+    return source

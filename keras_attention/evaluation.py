@@ -1,0 +1,317 @@
+"""Evaluation (top-1/top-5 over a whole split, optional test-time augmentation) and
+prediction (top-k class names for image files).
+
+A model is given as any of:
+
+* a run folder written by :func:`keras_attention.training.train` (``model.keras`` or
+  ``model.weights.h5``, plus ``pretrained.json``);
+* a ``.keras`` file (its preprocessing and label names are read from a
+  ``pretrained.json`` in the same folder);
+* a ``.weights.h5`` file next to a ``pretrained.json`` (architecture and builder
+  arguments come from it);
+* a pretrained name (``"se_resnet20.cifar10"``), an ``hf://org/repo`` address or a
+  published model folder (Keras unzipped layout with ``metadata.json``), resolved by
+  ``keras_attention.load`` and ``keras_attention.get_pretrained_cfg``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+TTA_MODES = ("none", "flip", "five_crop", "five_crop_flip")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference with its preprocessing and labels."""
+
+    model: keras.Model
+    preprocessing: "object"  # keras_attention.data.Preprocessing
+    label_names: list[str]
+    name: str
+    config: dict
+
+    @property
+    def outputs_probabilities(self) -> bool:
+        from keras_attention.training import outputs_probabilities
+        return outputs_probabilities(self.model)
+
+
+def _read_cfg(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+
+
+def _from_cfg(model: keras.Model, cfg: dict, name: str) -> LoadedModel:
+    from keras_attention.data import Preprocessing
+    input_size = cfg.get("input_size") or list(model.input_shape[1:])
+    pre = Preprocessing.from_config({**cfg, "input_size": input_size})
+    labels = cfg.get("label_names")
+    num_classes = int(model.output_shape[-1])
+    if not labels:
+        labels = [f"class_{i}" for i in range(num_classes)]
+    if len(labels) != num_classes:
+        raise ValueError(f"{name}: {len(labels)} label names for a model with {num_classes} "
+                         f"outputs.")
+    return LoadedModel(model, pre, list(labels), name, cfg)
+
+
+def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | None = None
+                       ) -> LoadedModel:
+    """Loads a model given as a run folder, ``.keras``/``.weights.h5`` file or pretrained name.
+
+    Args:
+        spec: see the module docstring; or a ``keras.Model`` (then ``config`` gives its
+            preprocessing and labels).
+        config: a ``pretrained.json``-style dict overriding the one found.
+
+    Raises:
+        ValueError: nothing found at ``spec`` and no such pretrained name, or a
+            ``pretrained.json`` that is missing where one is needed.
+    """
+    import keras_attention  # noqa: F401  (registers our layers for deserialisation)
+
+    if isinstance(spec, keras.Model):
+        return _from_cfg(spec, config or {}, spec.name)
+    if str(spec).startswith("hf://"):
+        return _load_pretrained(str(spec), config)
+    path = Path(os.path.expanduser(str(spec)))
+    if path.is_dir() and not (path / "pretrained.json").is_file() and \
+            (path / "config.json").is_file() and (path / "metadata.json").is_file():
+        return _load_pretrained(str(path), config)  # a published (Keras unzipped) folder
+    if path.is_dir():
+        cfg_path = path / "pretrained.json"
+        if (path / "model.keras").is_file():
+            model_path = path / "model.keras"
+        elif (path / "model.weights.h5").is_file():
+            model_path = path / "model.weights.h5"
+        else:
+            raise ValueError(f"Folder {str(path)!r} holds neither model.keras nor "
+                             f"model.weights.h5.")
+    elif path.is_file():
+        model_path = path
+        cfg_path = path.parent / "pretrained.json"
+    else:
+        if str(spec).endswith((".keras", ".h5")) or os.sep in str(spec):
+            raise ValueError(f"Model file or folder {str(spec)!r} does not exist.")
+        return _load_pretrained(str(spec), config)
+    cfg = _read_cfg(cfg_path) if cfg_path.is_file() else {}
+    cfg.update(config or {})
+    if model_path.name.endswith(".keras"):
+        model = keras.saving.load_model(model_path, compile=False)
+    elif model_path.name.endswith(".weights.h5"):
+        if "architecture" not in cfg:
+            raise ValueError(f"{str(model_path)!r} holds weights only; it needs a pretrained.json "
+                             f"with 'architecture' and 'model_kwargs' next to it.")
+        from keras_attention.registry import create_model
+        model = create_model(cfg["architecture"], **cfg.get("model_kwargs", {}))
+        model.load_weights(model_path)
+    else:
+        raise ValueError(f"{str(model_path)!r}: expected a .keras or .weights.h5 file.")
+    if not cfg:
+        import warnings
+        warnings.warn(f"No pretrained.json next to {str(model_path)!r}: using the model's input "
+                      f"size, no crop, ImageNet mean/std and numbered class names.", stacklevel=2)
+    return _from_cfg(model, cfg, str(spec))
+
+
+def _load_pretrained(name: str, config: dict | None) -> LoadedModel:
+    import keras_attention as ka
+    load = getattr(ka, "load", None)
+    get_cfg = getattr(ka, "get_pretrained_cfg", None)
+    if load is None or get_cfg is None:
+        raise ValueError(f"{name!r} is not a model file or folder, and this installation has no "
+                         f"pretrained-weights loader (keras_attention.load).")
+    cfg = dict(get_cfg(name))
+    cfg.update(config or {})
+    return _from_cfg(load(name), cfg, name)
+
+
+# --------------------------------------------------------------------------- maths
+def _softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _probabilities(model, images, is_prob):
+    out = model.predict_on_batch(images)
+    out = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
+    return out if is_prob else _softmax(out)
+
+
+def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Boolean per example: is the label among the ``k`` highest probabilities?
+
+    Ties are broken in favour of the lower class index (stable sort), so an
+    all-equal output is not counted correct for every class.
+    """
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return (order == labels[:, None]).any(axis=-1)
+
+
+def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: str = "none",
+                   progress: bool = True) -> dict:
+    """Top-1/top-5 accuracy (percent) and mean cross-entropy over the whole ``source``.
+
+    With ``tta``, each image is classified as several views whose softmax
+    probabilities are averaged: ``"flip"`` (image and its mirror), ``"five_crop"``
+    (four corners and centre; for the CIFAR recipe, crops of the 4-pixel-padded
+    image), ``"five_crop_flip"`` (the ten views).
+
+    Args:
+        model: a ``keras.Model`` (logits or softmax output).
+        source: :class:`keras_attention.data.ImageSource`.
+        preprocessing: :class:`keras_attention.data.Preprocessing`.
+
+    Returns:
+        ``{"top1", "top5", "loss", "num_examples", "tta"}`` (``top5`` is top-k with
+        k = min(5, number of classes)).
+    """
+    from keras_attention.data import eval_dataset
+    from keras_attention.training import outputs_probabilities
+
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}; received {tta!r}.")
+    is_prob = outputs_probabilities(model)
+    ds = eval_dataset(source, preprocessing, batch_size, tta=None if tta == "none" else tta)
+    n_out = int(model.output_shape[-1])
+    if n_out < source.num_classes:
+        raise ValueError(f"The model has {n_out} outputs but the data has {source.num_classes} "
+                         f"classes.")
+    k = min(5, n_out)
+    correct1 = correct5 = seen = 0
+    nll = 0.0
+    batches = ds.as_numpy_iterator()
+    if progress:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, total=math.ceil(source.num_examples / batch_size),
+                       desc=f"evaluating {source.split}", unit="batch")
+    try:
+        for images, labels in batches:
+            if images.ndim == 5:  # (B, views, H, W, 3)
+                b, v = images.shape[:2]
+                probs = _probabilities(model, images.reshape((b * v,) + images.shape[2:]), is_prob)
+                probs = probs.reshape(b, v, -1).mean(axis=1)
+            else:
+                probs = _probabilities(model, images, is_prob)
+            labels = labels.astype(np.int64)
+            correct1 += int(topk_correct(probs, labels, 1).sum())
+            correct5 += int(topk_correct(probs, labels, k).sum())
+            nll += float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).sum())
+            seen += len(labels)
+    except Exception as err:
+        from keras_attention.training import _explain_decode_error
+        _explain_decode_error(err, source)
+        raise
+    if seen == 0:
+        raise ValueError(f"{source.describe()}: no examples to evaluate.")
+    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
+            "loss": nll / seen, "num_examples": seen, "tta": tta}
+
+
+def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *,
+             data_dir: str | None = None, batch_size: int = 100, tta: str = "none",
+             progress: bool = True, skip_corrupt: bool = False, verify: str = "header",
+             download: bool = True) -> dict:
+    """Loads ``model_spec`` and evaluates it on ``dataset``/``split``.
+
+    ``dataset`` and ``split`` default to the model's ``pretrained.json``
+    (``dataset``; ``metrics.split``). A class-folder dataset is mapped onto the
+    model's label names.
+    """
+    from keras_attention.data import load_source
+
+    loaded = model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec)
+    dataset = dataset or loaded.config.get("dataset")
+    split = split or (loaded.config.get("metrics") or {}).get("split") or "test"
+    if not dataset:
+        raise ValueError("No --dataset given and the model's config names none.")
+    labels = loaded.label_names if loaded.config.get("label_names") else None
+    source = load_source(dataset, split, data_dir=data_dir, label_names=labels,
+                         skip_corrupt=skip_corrupt, verify=verify, download=download)
+    result = evaluate_model(loaded.model, source, loaded.preprocessing, batch_size=batch_size,
+                            tta=tta, progress=progress)
+    result.update({"model": loaded.name, "dataset": dataset, "split": split})
+    return result
+
+
+# --------------------------------------------------------------------------- predict
+def load_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Decodes an image file to uint8 ``(H, W, 3)`` with the pipeline's decoder.
+
+    Raises:
+        ValueError: the file does not exist, is not an image, or cannot be decoded;
+            the message names the file.
+    """
+    import tensorflow as tf
+
+    from keras_attention.data.augment import decode_image
+    from keras_attention.data.folder import _check_header
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Image file {path!r} does not exist.")
+    reason = _check_header(path)
+    if reason:
+        raise ValueError(f"Image file {path!r} {reason}.")
+    try:
+        with open(path, "rb") as f:
+            return decode_image(tf.constant(f.read())).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
+        raise ValueError(f"Image file {path!r} cannot be decoded: {err.message.strip()}") from None
+
+
+def preprocess_images(images, preprocessing) -> np.ndarray:
+    """uint8 images (any sizes) -> normalised float32 ``(N, H, W, 3)`` evaluation views."""
+    from keras_attention.data import augment
+    pre = preprocessing
+    out = [augment.normalize(augment.eval_transform(img, pre.size, pre.crop_pct,
+                                                    pre.interpolation), pre.mean, pre.std).numpy()
+           for img in images]
+    return np.stack(out).astype("float32")
+
+
+def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
+            progress: bool = False) -> list[dict]:
+    """Top-``k`` classes for each image file.
+
+    Returns:
+        One dict per file, in order: ``{"file": path, "top": [{"label": name,
+        "index": i, "probability": p}, ...]}`` (probabilities in [0, 1], descending).
+
+    Raises:
+        ValueError: an image file that is missing or cannot be decoded (named), or
+            ``top_k`` < 1.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1; received {top_k}.")
+    loaded = model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec)
+    paths = [os.fspath(p) for p in image_paths]
+    if not paths:
+        raise ValueError("No image files given.")
+    images = [load_image_file(p) for p in paths]  # fails early, naming the file
+    k = min(top_k, len(loaded.label_names))
+    results = []
+    starts = range(0, len(paths), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="predicting", unit="batch")
+    for start in starts:
+        batch = preprocess_images(images[start:start + batch_size], loaded.preprocessing)
+        probs = _probabilities(loaded.model, batch, loaded.outputs_probabilities)
+        for path, p in zip(paths[start:start + batch_size], probs):
+            order = np.argsort(-p, kind="stable")[:k]
+            results.append({"file": path, "top": [
+                {"label": loaded.label_names[i], "index": int(i), "probability": float(p[i])}
+                for i in order]})
+    return results

@@ -1,0 +1,252 @@
+"""Training: schedule, weight decay, a short real CIFAR-10 run, mixed precision, resume after
+kill -9, and the multi-replica paths (TensorFlow MirroredStrategy, JAX DataParallel) on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.training import (TrainConfig, WarmupCosine, apply_l2, build_optimizer,
+                                      decay_variables, list_checkpoints, load_recipe, train)
+from tests.helpers import REPO_ROOT, SHARED_DATA
+
+TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
+needs_cifar = pytest.mark.skipif(not (TFDS_DIR / "cifar10").is_dir(),
+                                 reason="prepared CIFAR-10 not found in ../shared/data")
+RECIPE = REPO_ROOT / "weights" / "recipes" / "cifar10_resnet.yaml"
+
+
+def _tiny_model():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=True, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="fc", dtype="float32")(x))
+
+
+def _small_cfg(tmp_path, **kw):
+    values = {**load_recipe(RECIPE), "data_dir": str(TFDS_DIR), "train_split": "train[:512]",
+              "val_split": "test[:200]", "epochs": 2, "batch_size": 64, "warmup_epochs": 0,
+              "output_dir": str(tmp_path / "run"), "verbose": 0, **kw}
+    return TrainConfig.from_dict(values)
+
+
+# --------------------------------------------------------------------------- units
+def test_warmup_cosine_schedule_and_serialization():
+    s = WarmupCosine(0.1, total_steps=110, warmup_steps=10, warmup_init_lr=0.01, final_lr=0.001)
+    lr = lambda step: float(s(step))  # noqa: E731
+    assert lr(0) == pytest.approx(0.01)
+    assert lr(5) == pytest.approx(0.055)
+    assert lr(10) == pytest.approx(0.1)
+    assert lr(60) == pytest.approx(0.001 + 0.099 * 0.5, rel=1e-5)  # half-way down the cosine
+    assert lr(110) == pytest.approx(0.001) and lr(500) == pytest.approx(0.001)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
+    assert isinstance(restored, WarmupCosine) and restored.get_config() == s.get_config()
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupCosine(0.1, total_steps=10, warmup_steps=20)
+
+
+def test_l2_weight_decay_only_on_kernels():
+    model = _tiny_model()
+    names = sorted(v.path for v in decay_variables(model))
+    assert names == ["conv/kernel", "fc/kernel"]  # not conv/bias, bn/gamma, bn/beta, fc/bias
+    apply_l2(model, 1e-2)
+    expected = 0.5e-2 * sum(float(np.sum(v.numpy() ** 2)) for v in decay_variables(model))
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_decoupled_weight_decay_skips_norms_and_biases():
+    model = _tiny_model()
+    cfg = TrainConfig(optimizer="sgd", weight_decay=0.1, weight_decay_mode="decoupled", lr=0.5,
+                      epochs=2, momentum=0.0)
+    opt = build_optimizer(cfg, model, steps_per_epoch=10)
+    opt.build(model.trainable_variables)
+    gamma = model.get_layer("bn").gamma
+    gamma.assign(np.full(4, 2.0, "float32"))
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    lr0 = float(opt.learning_rate)  # step 0 of the schedule: the peak, 0.5
+    assert lr0 == pytest.approx(0.5)
+    opt.apply([keras.ops.zeros_like(v) for v in model.trainable_variables],
+              model.trainable_variables)
+    for v in model.trainable_variables:
+        factor = 1 - lr0 * 0.1 if len(v.shape) >= 2 else 1.0
+        np.testing.assert_allclose(v.numpy(), before[v.path] * factor, rtol=1e-6, err_msg=v.path)
+
+
+def test_config_errors_name_the_option():
+    with pytest.raises(ValueError, match=r"Unknown training option.*'epoch'.*epochs"):
+        TrainConfig.from_dict({"epoch": 3})
+    for bad, msg in [({"optimizer": "adam"}, "optimizer"), ({"mixed_precision": "fp16"},
+                     "mixed_precision"), ({"distribute": "horovod"}, "distribute"),
+                     ({"batch_size": 0}, "batch_size"), ({"label_smoothing": 1.0},
+                     "label_smoothing")]:
+        with pytest.raises(ValueError, match=msg):
+            TrainConfig(**bad)
+
+
+def test_recipes_are_complete_and_valid():
+    cfg = TrainConfig.from_dict(load_recipe(RECIPE))
+    assert (cfg.model, cfg.dataset, cfg.augment, cfg.optimizer) == ("resnet20", "cifar10", "cifar",
+                                                                    "sgd")
+    assert cfg.wd_mode == "l2" and cfg.recipe.endswith("cifar10_resnet.yaml")
+    from keras_attention.registry import list_models
+    for path in sorted((REPO_ROOT / "weights" / "recipes").glob("*.yaml")):
+        cfg = TrainConfig.from_dict(load_recipe(path))
+        assert cfg.model in list_models(), path.name
+        assert cfg.tag and cfg.val_split, path.name
+
+
+def test_resume_refuses_changed_options_and_fresh_run_refuses_old_checkpoints(tmp_path):
+    cfg = _small_cfg(tmp_path)
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict()))
+    (out / "checkpoints" / "ckpt-epoch0001.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"already holds checkpoints.*--resume"):
+        train(cfg)
+    changed = _small_cfg(tmp_path, lr=0.2, resume=True)
+    with pytest.raises(ValueError, match=r"options differ.*'lr': \(0\.1, 0\.2\)"):
+        train(changed)
+
+
+# --------------------------------------------------------------------------- real runs
+@needs_cifar
+def test_short_real_cifar10_run_loss_goes_down_and_writes_outputs(tmp_path):
+    cfg = _small_cfg(tmp_path, weight_decay=0.0, lr=0.05, train_split="train[:1024]", epochs=3)
+    metrics = train(cfg)
+    out = tmp_path / "run"
+    history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()]
+    loss = [float(row[history[0].index("loss")]) for row in history[1:]]
+    assert len(loss) == 3 and loss[2] < loss[0] - 0.1, loss  # training cross-entropy falls
+    assert metrics["optimizer_steps"] == 3 * 16 and metrics["num_eval_examples"] == 200
+    assert metrics["top1"] > 15.0  # chance is 10%
+    for name in ("model.keras", "model.weights.h5", "pretrained.json", "metrics.json",
+                 "train_config.json", "curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "logs").rglob("*"))
+    assert [e for e, _ in list_checkpoints(out / "checkpoints")] == [3]
+    cfg_json = json.loads((out / "pretrained.json").read_text())
+    assert cfg_json["name"] == "resnet20.cifar10" and cfg_json["format"] == "keras"
+    assert cfg_json["label_names"][0] == "airplane" and cfg_json["mean"][0] == 0.4914
+    assert cfg_json["metrics"]["top1"] == pytest.approx(metrics["top1"])
+    assert len(cfg_json["files"]["model.weights.h5"]["sha256"]) == 64
+    # model.keras and the weights file (loaded into create_model) are the same model
+    from keras_attention import create_model
+    x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype("float32")
+    a = keras.saving.load_model(out / "model.keras", compile=False).predict_on_batch(x)
+    m = create_model("resnet20", **cfg_json["model_kwargs"])
+    m.load_weights(out / "model.weights.h5")
+    np.testing.assert_allclose(m.predict_on_batch(x), a, atol=1e-5)
+
+
+@needs_cifar
+@pytest.mark.parametrize("precision,policy", [("float16", "mixed_float16"),
+                                              ("bfloat16", "mixed_bfloat16")])
+def test_mixed_precision_training(tmp_path, precision, policy):
+    cfg = _small_cfg(tmp_path, mixed_precision=precision, train_split="train[:256]",
+                     val_split=None, epochs=1)
+    metrics = train(cfg)
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    assert metrics["precision"] == policy and np.isfinite(metrics["final_train_loss"])
+    ckpt = list_checkpoints(tmp_path / "run" / "checkpoints")[-1][1]
+    with zipfile.ZipFile(ckpt) as z:
+        config = json.loads(z.read("config.json"))
+    assert config["config"]["layers"][1]["config"]["dtype"]["config"]["name"] == policy
+    opt = config["compile_config"]["optimizer"]
+    assert (opt["class_name"] == "LossScaleOptimizer") == (precision == "float16")
+    dtypes = {v.dtype.name for v in _weights(tmp_path / "run" / "model.weights.h5").values()}
+    assert dtypes == {"float32"}  # exported in float32
+
+
+# --------------------------------------------------------------------------- subprocesses
+# The runs below compare separate processes, so the model's random initialisation must
+# not depend on the process: Python's `random` is seeded before keras_attention is
+# imported (initializers created at import time draw their seed from it).
+_CLI = ("import random, sys; random.seed(0); from keras_attention.cli import main; "
+        "sys.exit(main(sys.argv[1:]))")
+
+
+def _cli(args, env_extra=None, **popen_kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TFDS_DATA_DIR": str(TFDS_DIR), **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-c", _CLI, *args], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **popen_kw)
+
+
+def _finish(proc, timeout=400):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _weights(path):
+    values = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda n, o: values.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset)
+                     else None)
+    return values
+
+
+@needs_cifar
+@pytest.mark.slow
+def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
+    args = ["train", "--recipe", str(RECIPE), "--train-split", "train[:768]", "--val-split",
+            "test[:64]", "--epochs", "3", "--batch-size", "32", "--warmup-epochs", "0.5",
+            "--deterministic", "true", "--verbose", "2"]
+    a = _cli(args + ["--output", str(tmp_path / "A")])
+    b = _cli(args + ["--output", str(tmp_path / "B")])
+    ckpts = tmp_path / "B" / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts / "ckpt-epoch0001.keras").exists():
+        assert b.poll() is None, b.communicate()[0][-3000:]
+        assert time.time() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.02)
+    time.sleep(0.3)  # into epoch 2
+    b.send_signal(signal.SIGKILL)
+    b.wait()
+    assert b.returncode == -signal.SIGKILL
+    done_at_kill = [e for e, _ in list_checkpoints(ckpts)]
+    assert done_at_kill in ([1], [2]), done_at_kill  # killed before the run finished
+    _finish(a)
+    resumed = _finish(_cli(args + ["--output", str(tmp_path / "B"), "--resume"]))
+    assert f"resuming after epoch {done_at_kill[-1]}" in resumed
+    ma = json.loads((tmp_path / "A" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "B" / "metrics.json").read_text())
+    assert ma["optimizer_steps"] == mb["optimizer_steps"] == 3 * 24
+    rows = (tmp_path / "B" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]  # one row per epoch
+    wa, wb = _weights(tmp_path / "A" / "model.weights.h5"), _weights(tmp_path / "B" /
+                                                                     "model.weights.h5")
+    assert wa.keys() == wb.keys()
+    for key in wa:  # same data order, augmentation, optimizer state and schedule
+        np.testing.assert_allclose(wb[key], wa[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@needs_cifar
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,extra", [
+    ("tensorflow", ["--distribute", "mirrored", "--logical-cpus", "2"]),
+    ("jax", ["--distribute", "data_parallel"])])
+def test_two_replicas_on_cpu(tmp_path, backend, extra):
+    env = {"KERAS_BACKEND": backend}
+    if backend == "jax":
+        pytest.importorskip("jax")
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    out = _finish(_cli(["train", "--recipe", str(RECIPE), "--train-split", "train[:256]",
+                        "--val-split", "test[:64]", "--epochs", "1", "--batch-size", "32",
+                        "--warmup-epochs", "0",
+                        "--verbose", "2", "--output", str(tmp_path / "run"), *extra], env))
+    assert "on 2 replica(s)" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["backend"] == backend
+    assert metrics["optimizer_steps"] == 8 and np.isfinite(metrics["final_train_loss"])
