@@ -2,7 +2,7 @@
 
 Examples::
 
-    keras-attention train --recipe weights/recipes/cifar10_resnet.yaml --model se_resnet20 \\
+    keras-attention train --recipe weights/_recipes/cifar10_resnet.yaml --model se_resnet20 \\
         --output runs/se_resnet20
     keras-attention train --output runs/se_resnet20 --resume        # after a crash / kill -9
     keras-attention evaluate runs/se_resnet20 --dataset cifar10 --split test --tta flip
@@ -88,7 +88,7 @@ def _add_train_parser(sub):
                        description="Train any registry model. Values come from, in increasing "
                        "priority: built-in defaults, --recipe, the options given. With --resume "
                        "the saved run's options are the base instead.")
-    p.add_argument("--recipe", help="YAML/TOML recipe (weights/recipes/*.yaml)")
+    p.add_argument("--recipe", help="YAML/TOML recipe (weights/_recipes/*.yaml)")
     p.add_argument("--output", "-o", help="output folder (default runs/<model>-<dataset>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last checkpoint")

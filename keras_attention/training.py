@@ -1,7 +1,7 @@
 """Training any registry model on a TFDS dataset or a class folder (``keras-attention train``).
 
 One call, :func:`train`, does a whole run from a :class:`TrainConfig` (usually a
-recipe file from ``weights/recipes/`` plus command-line overrides):
+recipe file from ``weights/_recipes/`` plus command-line overrides):
 
 * data: :mod:`keras_attention.data` (TFDS by name or a class folder), augmented by
   the config's recipe, deterministic from ``seed`` (epoch ``e`` depends only on

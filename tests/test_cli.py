@@ -12,7 +12,7 @@ from keras_attention.cli import _train_values, build_parser, main
 from tests.helpers import REPO_ROOT, SHARED_DATA
 
 TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
-RECIPE = str(REPO_ROOT / "weights" / "recipes" / "cifar10_resnet.yaml")
+RECIPE = str(REPO_ROOT / "weights" / "_recipes" / "cifar10_resnet.yaml")
 needs_cifar = pytest.mark.skipif(not (TFDS_DIR / "cifar10").is_dir(),
                                  reason="prepared CIFAR-10 not found in ../shared/data")
 

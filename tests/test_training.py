@@ -21,7 +21,7 @@ from tests.helpers import REPO_ROOT, SHARED_DATA
 TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
 needs_cifar = pytest.mark.skipif(not (TFDS_DIR / "cifar10").is_dir(),
                                  reason="prepared CIFAR-10 not found in ../shared/data")
-RECIPE = REPO_ROOT / "weights" / "recipes" / "cifar10_resnet.yaml"
+RECIPE = REPO_ROOT / "weights" / "_recipes" / "cifar10_resnet.yaml"
 
 
 def _tiny_model():
@@ -98,7 +98,7 @@ def test_recipes_are_complete_and_valid():
                                                                     "sgd")
     assert cfg.wd_mode == "l2" and cfg.recipe.endswith("cifar10_resnet.yaml")
     from keras_attention.registry import list_models
-    for path in sorted((REPO_ROOT / "weights" / "recipes").glob("*.yaml")):
+    for path in sorted((REPO_ROOT / "weights" / "_recipes").glob("*.yaml")):
         cfg = TrainConfig.from_dict(load_recipe(path))
         assert cfg.model in list_models(), path.name
         assert cfg.tag and cfg.val_split, path.name
