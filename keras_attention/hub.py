@@ -1088,3 +1088,104 @@ def publish(name: str, *, repo_id: str | None = None, private: bool | None = Non
         update_registry_revision(entry.name, commit, repo_id)
     return commit
 
+
+
+# --------------------------------------------------------------------------------------
+# Adding our own trained weights to the registry
+# --------------------------------------------------------------------------------------
+
+def _training_card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | None) -> str:
+    source = cfg.get("source") or {}
+    m = cfg["metrics"]
+    lines = [
+        f"# {cfg['name']}",
+        "",
+        f"`{cfg['architecture']}` ({metrics.get('trainable_params', 'n/a'):,} trainable parameters) trained from "
+        f"scratch on `{cfg['dataset']}` (`{train_cfg.get('train_split', 'train')}` split) by the keras-attention "
+        f"training script, evaluated on the full `{m.get('split')}` split "
+        f"({metrics.get('num_eval_examples', 'n/a'):,} images).",
+        "",
+        "## Evaluation",
+        "",
+        "| top-1 (%) | top-5 (%) | split | command |",
+        "|---|---|---|---|",
+        f"| {m['top1']:.2f} | {m['top5']:.2f} | {m.get('split')} | `{m.get('command')}` |",
+        "",
+        "## Training",
+        "",
+        f"- recipe: `weights/{source.get('recipe')}`; reproduce with `{source.get('command')}`",
+        f"- {train_cfg['epochs']} epochs x {metrics.get('steps_per_epoch')} steps, batch {train_cfg['batch_size']}, "
+        f"{train_cfg['optimizer']} (lr {train_cfg['lr']}, momentum {train_cfg.get('momentum')}, nesterov "
+        f"{train_cfg.get('nesterov')}), cosine schedule with {train_cfg.get('warmup_epochs')} warmup epoch(s), "
+        f"weight decay {train_cfg.get('weight_decay')} ({train_cfg.get('weight_decay_mode')}), label smoothing "
+        f"{train_cfg.get('label_smoothing')}, augmentation `{train_cfg.get('augment')}`, seed {train_cfg.get('seed')}",
+        f"- precision {metrics.get('precision')}, backend {metrics.get('backend')}, hardware: {source.get('hardware')}",
+        f"- training time {metrics.get('train_time_s_total', 0) / 60:.1f} min "
+        f"({metrics.get('images_per_s_median', 0):.0f} images/s median)",
+        f"- final training loss {metrics.get('final_train_loss', float('nan')):.4f}, training top-1 "
+        f"{metrics.get('final_train_top1', float('nan')):.2f}% (with augmentation)",
+        "",
+        f"Weights file `model.weights.h5`, SHA-256 `{cfg['files'][KERAS_WEIGHTS_FILENAME]['sha256']}`. "
+        "Training curves: `curves.png`.",
+    ]
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
+                        overwrite: bool = False) -> Path:
+    """Adds a finished training run to the weights registry as ``weights/<arch>.<tag>/``.
+
+    Copies ``model.weights.h5`` (its SHA-256 checked against the run's ``pretrained.json``)
+    and ``curves.png``, writes ``pretrained.json`` and a model card ``README.md`` (the
+    measured metrics, the recipe and the command that reproduces the run, hardware,
+    training time, SHA-256, and ``notes``). The folder is written under a temporary name
+    and renamed into place.
+
+    Raises:
+        FileNotFoundError: the run folder lacks one of its output files.
+        ChecksumError: the run's weights do not match its ``pretrained.json``.
+        FileExistsError: the entry exists and ``overwrite`` is false.
+    """
+    run_dir = Path(run_dir)
+    weights_dir = Path(weights_dir) if weights_dir else Path(__file__).resolve().parents[1] / "weights"
+    needed = ["pretrained.json", "metrics.json", "train_config.json", KERAS_WEIGHTS_FILENAME]
+    missing = [n for n in needed if not (run_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a finished training run: missing {missing}.")
+    cfg = json.loads((run_dir / "pretrained.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    train_cfg = json.loads((run_dir / "train_config.json").read_text())
+    validate_pretrained_cfg(cfg, str(run_dir / "pretrained.json"))
+    expected = cfg["files"][KERAS_WEIGHTS_FILENAME]["sha256"]
+    actual = sha256_file(run_dir / KERAS_WEIGHTS_FILENAME)
+    if actual != expected:
+        raise ChecksumError(f"{run_dir / KERAS_WEIGHTS_FILENAME}: SHA-256 {actual}, its pretrained.json says {expected}.")
+    target = weights_dir / cfg["name"]
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it.")
+    # The command in the card must be runnable from the repository, not from the run's machine.
+    source = cfg.setdefault("source", {})
+    if source.get("recipe") and {"recipes", "_recipes"} & set(Path(source["recipe"]).parts):
+        source["recipe"] = f"_recipes/{Path(source['recipe']).name}"  # as shipped in weights/
+    if source.get("recipe"):
+        source["command"] = (f"keras-attention train --recipe weights/{source['recipe']} --model "
+                             f"{cfg['architecture']} --output runs/{cfg['name']}")
+    source["train_time_s"] = metrics.get("train_time_s_total")
+    tmp = weights_dir / f".{cfg['name']}.{uuid.uuid4().hex}.tmp"
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copy2(run_dir / KERAS_WEIGHTS_FILENAME, tmp / KERAS_WEIGHTS_FILENAME)
+        if (run_dir / "curves.png").is_file():
+            shutil.copy2(run_dir / "curves.png", tmp / "curves.png")
+        (tmp / PRETRAINED_FILENAME).write_text(json.dumps(cfg, indent=2) + "\n")
+        body = _training_card_body(cfg, train_cfg, metrics, notes)
+        (tmp / "README.md").write_text(build_model_card(cfg, cfg["hub"]["repo_id"], body))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
