@@ -1,4 +1,9 @@
-"""Renders the README's model table from the registry (``python -m keras_attention.docs``)."""
+"""Renders generated tables into the docs (``python -m keras_attention.docs``).
+
+- the README's model table, from the model registry and the weights registry;
+- ``docs/results.md``'s table of our trained weights, from their registry entries
+  (``weights/*/pretrained.json``: the measured metrics and the command behind them).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from pathlib import Path
 from keras_attention.registry import get_model_entry, list_models
 
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
+RESULTS_BEGIN, RESULTS_END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_table() -> str:
@@ -24,18 +31,52 @@ def model_table() -> str:
     return "\n".join(rows)
 
 
+def results_table(dataset: str = "cifar10") -> str:
+    """Markdown table of our own trained weights on ``dataset``, baseline first.
+
+    Every number comes from the entry's ``pretrained.json`` (written by the training
+    script from its evaluation on the full split) or is counted from the model.
+    """
+    from keras_attention import hub
+    from keras_attention.complexity import count_params
+    from keras_attention.registry import create_model
+
+    cfgs = [hub.get_pretrained_cfg(n) for n in list_models(pretrained=True)]
+    cfgs = [c for c in cfgs if c["format"] == "keras" and c["dataset"] == dataset]
+    cfgs.sort(key=lambda c: (c["architecture"] != c["architecture"].split("_")[-1], c["name"]))
+    rows = ["| model | params | top-1 (%) | top-5 (%) | epochs | train time (min) | reproduce |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    for c in cfgs:
+        params = count_params(create_model(c["architecture"], **c["model_kwargs"]))
+        source, m = c.get("source") or {}, c["metrics"]
+        minutes = f"{source['train_time_s'] / 60:.1f}" if source.get("train_time_s") else "n/a"
+        rows.append(f"| `{c['name']}` | {params:,} | {m['top1']:.2f} | {m['top5']:.2f} | "
+                    f"{source.get('epochs', 'n/a')} | {minutes} | `{source.get('command', 'n/a')}` |")
+    return "\n".join(rows)
+
+
+def _replace_block(text: str, begin: str, end: str, table: str, what: str) -> str:
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{what} has no {begin} ... {end} block.")
+    return pattern.sub(lambda _: f"{begin}\n{table}\n{end}", text)
+
+
 def render_readme(text: str) -> str:
     """``text`` with the block between the model-table markers replaced by a fresh table."""
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"README has no {BEGIN} ... {END} block.")
-    return pattern.sub(f"{BEGIN}\n{model_table()}\n{END}", text)
+    return _replace_block(text, BEGIN, END, model_table(), "README")
+
+
+def render_results(text: str) -> str:
+    """``text`` with the block between the results-table markers replaced by a fresh table."""
+    return _replace_block(text, RESULTS_BEGIN, RESULTS_END, results_table(), "docs/results.md")
 
 
 def main(argv=None) -> int:
-    path = Path(argv[0] if argv else Path(__file__).resolve().parents[1] / "README.md")
-    path.write_text(render_readme(path.read_text()))
-    print(f"updated the model table in {path}")
+    for path, render in ((REPO_ROOT / "README.md", render_readme),
+                         (REPO_ROOT / "docs" / "results.md", render_results)):
+        path.write_text(render(path.read_text()))
+        print(f"updated the generated table in {path}")
     return 0
 
 
