@@ -51,7 +51,9 @@ class SpectralConv2D(keras.layers.Conv2D):
     def normalized_kernel(self, training=False):
         kernel = ops.cast(self.kernel, "float32")
         w = ops.reshape(kernel, (-1, self.filters))
-        u = ops.cast(self.u, "float32")
+        # A copy: u is assigned below, and an alias would be modified in place while the
+        # autograd graph (PyTorch backend) still needs it.
+        u = ops.copy(ops.cast(self.u, "float32"))
         for _ in range(self.power_iterations):
             v = _l2_normalize(ops.matmul(u, ops.transpose(w)))
             u = _l2_normalize(ops.matmul(v, w))

@@ -60,6 +60,7 @@ def bilinear_sample(images, coords, height: int, width: int):
     pixels); points outside the image read zeros. Returns ``(N, height, width, C)`` in
     float32.
     """
+    images, coords = ops.convert_to_tensor(images), ops.convert_to_tensor(coords, "float32")
     n = ops.shape(images)[0]
     in_h, in_w, channels = ops.shape(images)[1], ops.shape(images)[2], images.shape[-1]
     in_hf, in_wf = ops.cast(in_h, "float32"), ops.cast(in_w, "float32")

@@ -26,17 +26,17 @@ def test_adcm_inference_is_cbam():
     x = random_images((2, 5, 6, 16), seed=1)
     layer.build(x.shape)
     layer.spatial.norm.beta.assign([0.3])  # make the spatial map non-trivial
-    y, mc, ms = [np.asarray(t) for t in layer(x, training=False)]
+    y, mc, ms = [keras.ops.convert_to_numpy(t) for t in layer(x, training=False)]
     # Same weights in a CBAM layer: ADCM at inference is CBAM exactly.
     cbam = CBAM(reduction_ratio=4, zero_init_gamma=False)
     cbam.build(x.shape)
     cbam.channel.set_weights(layer.channel.get_weights())
     cbam.spatial.set_weights(layer.spatial.get_weights())
-    np.testing.assert_allclose(y, np.asarray(cbam(x, training=False)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, keras.ops.convert_to_numpy(cbam(x, training=False)), rtol=1e-5, atol=1e-6)
     # The returned maps are the CBAM maps (paper Eq. 2-3, official channel order [max, mean]).
     ch = layer.channel
-    mlp = lambda v: np.maximum(v @ np.asarray(ch.fc1.kernel) + np.asarray(ch.fc1.bias), 0) \
-        @ np.asarray(ch.fc2.kernel) + np.asarray(ch.fc2.bias)  # noqa: E731
+    mlp = lambda v: np.maximum(v @ keras.ops.convert_to_numpy(ch.fc1.kernel) + keras.ops.convert_to_numpy(ch.fc1.bias), 0) \
+        @ keras.ops.convert_to_numpy(ch.fc2.kernel) + keras.ops.convert_to_numpy(ch.fc2.bias)  # noqa: E731
     expected_mc = _sigmoid(mlp(x.mean(axis=(1, 2))) + mlp(x.max(axis=(1, 2))))[:, None, None, :]
     np.testing.assert_allclose(mc, expected_mc, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(y, x * expected_mc * ms, rtol=1e-5, atol=1e-5)
@@ -46,7 +46,7 @@ def test_adcm_inference_is_cbam():
 def test_adcm_training_drops_channels_and_positions():
     layer = ADCM(reduction_ratio=4, channel_rate=0.5, position_rate=0.0, seed=0)
     x = random_images((4, 6, 6, 32), seed=2) + 3.0  # positive: a dropped unit reads exactly 0
-    y = np.asarray(layer(x, training=True))
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
     dropped = np.all(y == 0, axis=(1, 2))  # whole channels
     assert 0 < dropped.mean() < 1
     assert np.all((y == 0).sum(axis=(1, 2)) % 36 == 0)  # never partial channels
@@ -56,8 +56,8 @@ def test_attention_dropout_is_identity_at_inference():
     layer = AttentionDropout(rate=0.5)
     x = random_images((2, 4, 4, 8))
     att = random_images((2, 1, 1, 8), low=0, high=1)
-    np.testing.assert_array_equal(np.asarray(layer([x, att], training=False)), x)
-    np.testing.assert_array_equal(np.asarray(layer([x, att])), x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer([x, att], training=False)), x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer([x, att])), x)
 
 
 def test_attention_dropout_follows_the_attention():
@@ -67,7 +67,7 @@ def test_attention_dropout_follows_the_attention():
     att = np.tile(np.array([0.05] * 4 + [0.95] * 4, "float32"), (n, 1)).reshape(n, 1, 1, c)
     x = np.ones((n, 2, 2, c), "float32")
     for drop, low_more in [("low", True), ("high", False)]:
-        y = np.asarray(AttentionDropout(rate=0.3, drop=drop, seed=1)([x, att], training=True))
+        y = keras.ops.convert_to_numpy(AttentionDropout(rate=0.3, drop=drop, seed=1)([x, att], training=True))
         dropped = (y[:, 0, 0, :] == 0)
         assert dropped.mean() == pytest.approx(0.3, abs=0.02)
         assert (dropped[:, :4].mean() > dropped[:, 4:].mean()) == low_more
@@ -75,14 +75,14 @@ def test_attention_dropout_follows_the_attention():
         assert dropped[:, :4].mean() == pytest.approx(0.57 if low_more else 0.03, abs=0.03)
         kept = y[:, 0, 0, :][~dropped]
         np.testing.assert_allclose(kept, 1 / 0.7, rtol=1e-6)  # inverted-dropout scaling
-    y = np.asarray(AttentionDropout(rate=0.3, drop="uniform", seed=2)([x, att], training=True))
+    y = keras.ops.convert_to_numpy(AttentionDropout(rate=0.3, drop="uniform", seed=2)([x, att], training=True))
     assert (y[:, 0, 0, :4] == 0).mean() == pytest.approx(0.3, abs=0.03)
 
 
 def test_attention_dropout_spatial_map_drops_positions_in_all_channels():
     x = np.ones((3, 8, 8, 5), "float32")
     att = random_images((3, 8, 8, 1), low=0, high=1)
-    y = np.asarray(AttentionDropout(rate=0.4, seed=0)([x, att], training=True))
+    y = keras.ops.convert_to_numpy(AttentionDropout(rate=0.4, seed=0)([x, att], training=True))
     zero = (y == 0)
     assert np.all(zero.all(-1) == zero.any(-1))  # a dropped position is dropped in every channel
     assert 0.2 < zero.all(-1).mean() < 0.6
@@ -117,13 +117,13 @@ def test_rcan_channel_attention_is_squeeze_excite():
     # convolutions over the pooled 1x1 map; SqueezeExcite(r=16) with the same weights.
     se = create_attention("se", reduction_ratio=16)
     x = random_images((2, 6, 5, 64), seed=7)
-    y = np.asarray(se(x))
-    w1, b1 = np.asarray(se.fc1.kernel).reshape(1, 1, 64, 4), np.asarray(se.fc1.bias)
-    w2, b2 = np.asarray(se.fc2.kernel).reshape(1, 1, 4, 64), np.asarray(se.fc2.bias)
+    y = keras.ops.convert_to_numpy(se(x))
+    w1, b1 = keras.ops.convert_to_numpy(se.fc1.kernel).reshape(1, 1, 64, 4), keras.ops.convert_to_numpy(se.fc1.bias)
+    w2, b2 = keras.ops.convert_to_numpy(se.fc2.kernel).reshape(1, 1, 4, 64), keras.ops.convert_to_numpy(se.fc2.bias)
     pooled = x.mean(axis=(1, 2), keepdims=True)  # (N, 1, 1, C)
     conv1 = keras.ops.conv(pooled, w1, padding="same") + b1
-    conv2 = keras.ops.conv(np.maximum(np.asarray(conv1), 0), w2, padding="same") + b2
-    np.testing.assert_allclose(y, x * _sigmoid(np.asarray(conv2)), rtol=1e-5, atol=1e-6)
+    conv2 = keras.ops.conv(np.maximum(keras.ops.convert_to_numpy(conv1), 0), w2, padding="same") + b2
+    np.testing.assert_allclose(y, x * _sigmoid(keras.ops.convert_to_numpy(conv2)), rtol=1e-5, atol=1e-6)
     assert se.count_params() == 64 * 4 + 4 + 4 * 64 + 64 == 580  # CALayer(64, 16) parameters
     assert isinstance(se, SqueezeExcite)
 
@@ -138,7 +138,7 @@ def test_restoration_spatial_attention_is_cbam_spatial_attention():
     b = 0.4
     sa.norm.moving_mean.assign([-b])
     sa.norm.moving_variance.assign([1.0 - sa.norm.epsilon])
-    kernel = np.asarray(sa.conv.kernel)
+    kernel = keras.ops.convert_to_numpy(sa.conv.kernel)
     pooled = np.concatenate([x.max(-1, keepdims=True), x.mean(-1, keepdims=True)], -1)
-    conv = np.asarray(keras.ops.conv(pooled, kernel, padding="same")) + b
-    np.testing.assert_allclose(np.asarray(sa(x, training=False)), x * _sigmoid(conv), rtol=1e-5, atol=1e-6)
+    conv = keras.ops.convert_to_numpy(keras.ops.conv(pooled, kernel, padding="same")) + b
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sa(x, training=False)), x * _sigmoid(conv), rtol=1e-5, atol=1e-6)

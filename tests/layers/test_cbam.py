@@ -30,7 +30,7 @@ def test_contract_spatial_attention(tmp_path):
 
 
 def channel_reference(x, layer):
-    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias,
+    w1, b1, w2, b2 = [keras.ops.convert_to_numpy(w) for w in (layer.fc1.kernel, layer.fc1.bias,
                                               layer.fc2.kernel, layer.fc2.bias)]
     mlp = lambda z: np.maximum(z @ w1 + b1, 0) @ w2 + b2  # noqa: E731
     return x * sigmoid(mlp(x.mean(axis=(1, 2))) + mlp(x.max(axis=(1, 2))))[:, None, None, :]
@@ -39,14 +39,14 @@ def channel_reference(x, layer):
 def spatial_reference(x, layer):
     pooled = np.concatenate([x.max(-1, keepdims=True), x.mean(-1, keepdims=True)], axis=-1)  # max first
     k = layer.kernel_size
-    kernel = np.asarray(layer.conv.kernel)  # (k, k, 2, 1)
+    kernel = keras.ops.convert_to_numpy(layer.conv.kernel)  # (k, k, 2, 1)
     padded = np.pad(pooled, [(0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)])
     n, h, w, _ = x.shape
     conv = np.zeros((n, h, w), "float64")
     for i in range(h):
         for j in range(w):
             conv[:, i, j] = np.einsum("nabc,abc->n", padded[:, i:i + k, j:j + k], kernel[..., 0])
-    gamma, beta, mean, var = [np.asarray(v) for v in layer.norm.get_weights()]
+    gamma, beta, mean, var = [keras.ops.convert_to_numpy(v) for v in layer.norm.get_weights()]
     bn = gamma * (conv[..., None] - mean) / np.sqrt(var + 1e-5) + beta
     return x * sigmoid(bn)
 
@@ -63,7 +63,7 @@ def test_channel_attention_matches_numpy_reference():
     rng = np.random.default_rng(1)
     layer.fc1.bias.assign(rng.normal(0, 0.5, 4).astype("float32"))  # biases start at zero
     layer.fc2.bias.assign(rng.normal(0, 0.5, 8).astype("float32"))
-    np.testing.assert_allclose(np.asarray(layer(x)), channel_reference(x, layer), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), channel_reference(x, layer), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kernel_size", [3, 7])
@@ -72,7 +72,7 @@ def test_spatial_attention_matches_numpy_reference(kernel_size):
     x = random_images((2, 6, 5, 8), seed=2)
     layer.build(x.shape)
     _randomise_spatial(layer, np.random.default_rng(2))
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), spatial_reference(x, layer),
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), spatial_reference(x, layer),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -84,7 +84,7 @@ def test_spatial_pooling_order_is_max_then_mean():
     layer.conv.kernel.assign(np.array([1.0, 0.0], "float32").reshape(1, 1, 2, 1))
     layer.norm.set_weights([np.ones(1), np.zeros(1), np.zeros(1), np.ones(1)])
     expected = x * sigmoid(x.max(-1, keepdims=True) / np.sqrt(1 + 1e-5))
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_cbam_is_channel_then_spatial():
@@ -93,22 +93,22 @@ def test_cbam_is_channel_then_spatial():
     layer.build(x.shape)
     _randomise_spatial(layer.spatial, np.random.default_rng(4))
     expected = spatial_reference(channel_reference(x, layer.channel), layer.spatial)
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_official_initialisation():
     # Spatial gate BN gamma = 0 (official model_resnet.py), so it starts at sigmoid(beta = 0) = 1/2.
     x = random_images((2, 5, 5, 8), seed=5)
     layer = SpatialAttention()
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), 0.5 * x, rtol=1e-6)
-    assert np.all(np.asarray(layer.norm.gamma) == 0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), 0.5 * x, rtol=1e-6)
+    assert np.all(keras.ops.convert_to_numpy(layer.norm.gamma) == 0)
     ones = SpatialAttention(zero_init_gamma=False)
     ones.build(x.shape)
-    assert np.all(np.asarray(ones.norm.gamma) == 1)
+    assert np.all(keras.ops.convert_to_numpy(ones.norm.gamma) == 1)
     # The channel MLP's biases start at zero as in the official initialisation.
     channel = ChannelAttention()
     channel.build((None, 4, 4, 32))
-    assert not np.any(np.asarray(channel.fc1.bias)) and not np.any(np.asarray(channel.fc2.bias))
+    assert not np.any(keras.ops.convert_to_numpy(channel.fc1.bias)) and not np.any(keras.ops.convert_to_numpy(channel.fc2.bias))
     # BatchNorm settings of the official BasicConv: eps 1e-5, PyTorch momentum 0.01.
     assert layer.norm.epsilon == 1e-5 and layer.norm.momentum == 0.99
 

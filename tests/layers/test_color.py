@@ -35,7 +35,7 @@ EDGE_PIXELS = np.array([
 
 def reference(space, rgb):
     """scikit-image in float64 on the same values the layer sees."""
-    rgb = np.asarray(rgb)
+    rgb = keras.ops.convert_to_numpy(rgb)
     rgb = rgb.astype("float64") / 255.0 if rgb.dtype == np.uint8 else rgb.astype("float64")
     return SKIMAGE[space](rgb)
 
@@ -48,7 +48,7 @@ def assert_matches_skimage(space, rgb, atol=ATOL):
         error[..., 0] = np.minimum(error[..., 0], 1.0 - error[..., 0])
     assert error.max() <= atol, (f"{space}: max |ours - skimage| = {error.max():.3g} per channel "
                                  f"{error.reshape(-1, 3).max(0)} at pixel "
-                                 f"{np.asarray(rgb).reshape(-1, 3)[error.reshape(-1, 3).max(1).argmax()]}")
+                                 f"{keras.ops.convert_to_numpy(rgb).reshape(-1, 3)[error.reshape(-1, 3).max(1).argmax()]}")
     return ours
 
 
@@ -59,7 +59,7 @@ def real_images():
     if not folder.is_dir():
         pytest.skip(f"real images not found at {folder}")
     files = [sorted(d.glob("*.JPEG"))[0] for d in sorted(folder.iterdir())[:3]]
-    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((160, 160))) for f in files])
+    return np.stack([keras.ops.convert_to_numpy(Image.open(f).convert("RGB").resize((160, 160))) for f in files])
 
 
 @pytest.mark.parametrize("space", COLOR_SPACES)
@@ -138,7 +138,7 @@ def input_gradient(fn, x):
     if backend == "jax":
         import jax
         import jax.numpy as jnp
-        return np.asarray(jax.grad(lambda v: jnp.sum(fn(v)))(x))
+        return keras.ops.convert_to_numpy(jax.grad(lambda v: jnp.sum(fn(v)))(x))
     if backend == "torch":
         import torch
         x = torch.tensor(x, requires_grad=True)

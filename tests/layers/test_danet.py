@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -38,8 +39,8 @@ def test_position_attention_matches_official_computation():
     layer.gamma.assign(0.5)
     y, att = layer(x)
     # PAM_Module.forward on NCHW tensors, transcribed to NumPy.
-    conv = lambda sub: np.einsum("nhwc,cd->ndhw", x, np.asarray(sub.kernel)[0, 0]) + \
-        np.asarray(sub.bias)[None, :, None, None]  # noqa: E731
+    conv = lambda sub: np.einsum("nhwc,cd->ndhw", x, keras.ops.convert_to_numpy(sub.kernel)[0, 0]) + \
+        keras.ops.convert_to_numpy(sub.bias)[None, :, None, None]  # noqa: E731
     n, c, h, w = 2, 16, 5, 4
     proj_query = conv(layer.query).reshape(n, -1, h * w).transpose(0, 2, 1)
     proj_key = conv(layer.key).reshape(n, -1, h * w)
@@ -47,8 +48,8 @@ def test_position_attention_matches_official_computation():
     proj_value = conv(layer.value).reshape(n, -1, h * w)
     out = (proj_value @ attention.transpose(0, 2, 1)).reshape(n, c, h, w)
     expected = 0.5 * out + x.transpose(0, 3, 1, 2)
-    np.testing.assert_allclose(np.asarray(att), attention, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(y), expected.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(att), attention, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(y), expected.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
     assert layer.query.filters == 2 and layer.value.filters == 16 and layer.query.use_bias
 
 
@@ -63,8 +64,8 @@ def test_channel_attention_matches_official_computation():
     energy = a @ a.transpose(0, 2, 1)
     attention = _softmax(energy.max(-1, keepdims=True) - energy)
     expected = (0.8 * (attention @ a) + a).reshape(n, c, 5, 4).transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(np.asarray(att), attention, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(att), attention, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(y), expected, rtol=1e-4, atol=1e-5)
     assert tuple(att.shape) == (2, 6, 6)
     assert [w.name for w in layer.trainable_weights] == ["gamma"]
 
@@ -84,7 +85,7 @@ def test_head_outputs_and_attention_maps():
     head = DualAttentionHead(num_classes=3, return_branches=True, return_attention=True, subsample=2)
     outputs = head(random_images((2, 8, 6, 16)), training=False)
     assert [tuple(o.shape) for o in outputs] == [(2, 8, 6, 3)] * 3 + [(2, 48, 12), (2, 4, 4)]
-    main, position, channel = [np.asarray(o) for o in outputs[:3]]
+    main, position, channel = [keras.ops.convert_to_numpy(o) for o in outputs[:3]]
     assert not np.allclose(main, position) and not np.allclose(main, channel)
 
 

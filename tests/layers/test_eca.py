@@ -45,10 +45,10 @@ def test_matches_numpy_reference(kernel_size):
     layer = ECA(kernel_size=kernel_size)
     x = random_images((2, 4, 5, 9), seed=kernel_size)
     layer.build(x.shape)
-    w = np.asarray(layer.conv.kernel)[:, 0, 0]
+    w = keras.ops.convert_to_numpy(layer.conv.kernel)[:, 0, 0]
     z = np.pad(x.mean(axis=(1, 2)), [(0, 0), (kernel_size // 2, kernel_size // 2)])  # zero padding
     conv = np.stack([z[:, i:i + kernel_size] @ w for i in range(9)], axis=1)  # cross-correlation
-    np.testing.assert_allclose(np.asarray(layer(x)), x * sigmoid(conv)[:, None, None, :],
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), x * sigmoid(conv)[:, None, None, :],
                                rtol=1e-5, atol=1e-6)
 
 
@@ -60,7 +60,7 @@ def test_kernel_is_not_flipped():
     x[..., 1] = 4.0
     layer.build(x.shape)
     layer.conv.kernel.assign(np.array([0.0, 0.0, 1.0], "float32").reshape(3, 1, 1))
-    gate = np.asarray(layer(x + 1.0))[0, 0, 0] / (x + 1.0)[0, 0, 0]
+    gate = keras.ops.convert_to_numpy(layer(x + 1.0))[0, 0, 0] / (x + 1.0)[0, 0, 0]
     np.testing.assert_allclose(gate, sigmoid(np.array([5.0, 1.0, 1.0, 0.0])), rtol=1e-5)
 
 

@@ -53,7 +53,7 @@ def randomise_batchnorms(layer, rng):
 
 
 def batchnorm_inference(x, norm):
-    gamma, beta, mean, var = [np.asarray(w) for w in norm.get_weights()]
+    gamma, beta, mean, var = [keras.ops.convert_to_numpy(w) for w in norm.get_weights()]
     return gamma * (x - mean) / np.sqrt(var + EPS) + beta
 
 
@@ -86,7 +86,7 @@ def test_first_gather_scale_is_invariant_at_init():
     layer = GatherExcite(variant="theta+", extent=4, reduction_ratio=2)
     x = random_images((2, 16, 16, 4), seed=8)
     layer.build(x.shape)
-    gather = lambda: np.asarray(layer._gather(x, training=True))  # noqa: E731
+    gather = lambda: keras.ops.convert_to_numpy(layer._gather(x, training=True))  # noqa: E731
     before = gather()
     layer.norms[0].gamma.assign(np.full(4, 3.0, "float32"))
     np.testing.assert_allclose(gather(), before, rtol=1e-4, atol=1e-5)
@@ -102,7 +102,7 @@ def test_save_and_load_global_depthwise_gather(tmp_path):
     x = random_images((2, 5, 6, 4), seed=9)
     model.save(tmp_path / "ge.keras")
     restored = keras.saving.load_model(tmp_path / "ge.keras")
-    np.testing.assert_allclose(np.asarray(restored(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["theta-", "theta", "theta+"])
@@ -127,13 +127,13 @@ def test_theta_minus_matches_numpy_reference(extent):
     layer = GatherExcite(variant="theta-", extent=extent)
     x = random_images((2, 9, 13, 3), seed=2)
     gate = sigmoid(nearest_upsample(avg_pool_valid_cells(x.astype("float64"), extent), 9, 13))
-    np.testing.assert_allclose(np.asarray(layer(x)), x * gate, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), x * gate, rtol=1e-5, atol=1e-6)
     assert layer.count_params() == 0
 
 
 def test_theta_minus_global_is_sigmoid_of_mean():
     x = random_images((2, 5, 6, 4), seed=3)
-    y = np.asarray(GatherExcite(variant="theta-", extent="global")(x))
+    y = keras.ops.convert_to_numpy(GatherExcite(variant="theta-", extent="global")(x))
     np.testing.assert_allclose(y, x * sigmoid(x.mean(axis=(1, 2), keepdims=True)), rtol=1e-5, atol=1e-6)
 
 
@@ -141,7 +141,7 @@ def test_upsampling_rule_for_size_not_divisible_by_extent():
     # H = 9, extent 4 -> 3 gathered rows; output row i takes gathered row floor(i * 3 / 9).
     # A ramp input makes each gathered row's mean distinct, so a wrong mapping shows.
     x = np.broadcast_to(np.arange(9, dtype="float32")[None, :, None, None], (1, 9, 1, 1)).copy()
-    y = np.asarray(GatherExcite(variant="theta-", extent=4)(x))[0, :, 0, 0] / x[0, :, 0, 0].clip(1e-9)
+    y = keras.ops.convert_to_numpy(GatherExcite(variant="theta-", extent=4)(x))[0, :, 0, 0] / x[0, :, 0, 0].clip(1e-9)
     ramp = x[0, :, 0, 0]
     gathered = sigmoid(np.array([ramp[0:4].mean(), ramp[1:8].mean(), ramp[5:9].mean()]))
     np.testing.assert_allclose(y[1:], gathered[[0, 0, 1, 1, 1, 2, 2, 2]], rtol=1e-5)
@@ -155,12 +155,12 @@ def test_theta_extent_4_matches_numpy_reference():
     randomise_batchnorms(layer, rng)
     g = x.astype("float64")
     for i, (conv, norm) in enumerate(zip(layer.convs, layer.norms)):
-        g = batchnorm_inference(depthwise_stride2(g, np.asarray(conv.kernel)[:, :, :, 0]), norm)
+        g = batchnorm_inference(depthwise_stride2(g, keras.ops.convert_to_numpy(conv.kernel)[:, :, :, 0]), norm)
         if i == 0:
             g = np.maximum(g, 0)  # ReLU between the strided convolutions, not after the last
     assert g.shape == (2, 2, 3, 3)  # ceil(7 / 4), ceil(10 / 4)
     expected = x * sigmoid(nearest_upsample(g, 7, 10))
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_theta_plus_global_matches_numpy_reference():
@@ -169,13 +169,13 @@ def test_theta_plus_global_matches_numpy_reference():
     x = random_images((2, 4, 5, 6), seed=5)
     layer.build(x.shape)
     randomise_batchnorms(layer, rng)
-    kernel = np.asarray(layer.convs[0].kernel)[:, :, :, 0]  # (H, W, C): covers the whole map
+    kernel = keras.ops.convert_to_numpy(layer.convs[0].kernel)[:, :, :, 0]  # (H, W, C): covers the whole map
     assert kernel.shape == (4, 5, 6)
     g = batchnorm_inference(np.einsum("nhwc,hwc->nc", x, kernel), layer.norms[0])
-    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias,
+    w1, b1, w2, b2 = [keras.ops.convert_to_numpy(w) for w in (layer.fc1.kernel, layer.fc1.bias,
                                               layer.fc2.kernel, layer.fc2.bias)]
     s = sigmoid(np.maximum(np.maximum(g, 0) @ w1 + b1, 0) @ w2 + b2)
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), x * s[:, None, None, :],
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), x * s[:, None, None, :],
                                rtol=1e-4, atol=1e-5)
 
 

@@ -34,15 +34,15 @@ def test_attention_bias_has_no_effect_by_design():
     x = random_images((2, 4, 4, 8), seed=5)
     layer.build(x.shape)
     layer.fc2.kernel.assign(np.ones((4, 8), "float32"))
-    before = np.asarray(layer(x))
+    before = keras.ops.convert_to_numpy(layer(x))
     layer.conv_mask.bias.assign(np.array([3.0], "float32"))
-    np.testing.assert_allclose(np.asarray(layer(x)), before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), before, rtol=1e-5, atol=1e-6)
 
 
 def test_mul_fusion_starts_at_half():
     # Official init zeroes the last conv of the mul branch too: sigmoid(0) = 1/2.
     x = random_images((2, 5, 6, 16), seed=1)
-    np.testing.assert_allclose(np.asarray(GlobalContext(fusion="mul")(x)), 0.5 * x, rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(GlobalContext(fusion="mul")(x)), 0.5 * x, rtol=1e-6)
 
 
 def _randomise(layer, rng):
@@ -64,19 +64,19 @@ def test_matches_numpy_reference(context_modeling, fusion):
     layer.build(x.shape)
     _randomise(layer, rng)  # the zero-initialised fc2 would hide most of the maths
     if context_modeling == "attention":
-        logits = (np.einsum("nhwc,co->nhwo", x, np.asarray(layer.conv_mask.kernel))
-                  + np.asarray(layer.conv_mask.bias))
+        logits = (np.einsum("nhwc,co->nhwo", x, keras.ops.convert_to_numpy(layer.conv_mask.kernel))
+                  + keras.ops.convert_to_numpy(layer.conv_mask.bias))
         logits = logits.reshape(2, -1)
         a = np.exp(logits - logits.max(1, keepdims=True))
         a /= a.sum(1, keepdims=True)  # softmax over the H*W positions
         z = np.einsum("nk,nkc->nc", a, x.reshape(2, -1, 8))
     else:
         z = x.mean(axis=(1, 2))
-    h = z @ np.asarray(layer.fc1.kernel) + np.asarray(layer.fc1.bias)
-    h = np.maximum(_layer_norm(h, np.asarray(layer.norm.gamma), np.asarray(layer.norm.beta)), 0)
-    t = (h @ np.asarray(layer.fc2.kernel) + np.asarray(layer.fc2.bias))[:, None, None, :]
+    h = z @ keras.ops.convert_to_numpy(layer.fc1.kernel) + keras.ops.convert_to_numpy(layer.fc1.bias)
+    h = np.maximum(_layer_norm(h, keras.ops.convert_to_numpy(layer.norm.gamma), keras.ops.convert_to_numpy(layer.norm.beta)), 0)
+    t = (h @ keras.ops.convert_to_numpy(layer.fc2.kernel) + keras.ops.convert_to_numpy(layer.fc2.bias))[:, None, None, :]
     expected = x + t if fusion == "add" else x / (1 + np.exp(-t))
-    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_attention_softmax_is_over_positions():
@@ -90,7 +90,7 @@ def test_attention_softmax_is_over_positions():
     for a, b in zip([att.fc1, att.norm, att.fc2], [avg.fc1, avg.norm, avg.fc2]):
         b.set_weights([w + 0.1 for w in a.get_weights()])
         a.set_weights(b.get_weights())
-    np.testing.assert_allclose(np.asarray(att(x)), np.asarray(avg(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(att(x)), keras.ops.convert_to_numpy(avg(x)), rtol=1e-5, atol=1e-6)
 
 
 def test_softmax_is_stable_for_large_logits():

@@ -26,7 +26,7 @@ def test_save_and_load_with_spatial_branch_and_regularizer(tmp_path):
     x = random_images((2, 3, 4, 8), seed=9)
     model.save(tmp_path / "nam.keras")
     restored = keras.saving.load_model(tmp_path / "nam.keras")
-    np.testing.assert_allclose(np.asarray(restored(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-6, atol=1e-6)
     reg = restored.layers[-1].pixel_norm.gamma_regularizer
     assert isinstance(reg, NAMSparsity) and reg.l1 == 1e-3
 
@@ -37,7 +37,7 @@ def _set_bn(norm, rng, size):
 
 
 def _bn_inference(x, norm, axis):
-    gamma, beta, mean, var = [np.asarray(w) for w in norm.get_weights()]
+    gamma, beta, mean, var = [keras.ops.convert_to_numpy(w) for w in norm.get_weights()]
     shape = [1] * x.ndim
     shape[axis] = -1
     r = lambda v: v.reshape(shape)  # noqa: E731
@@ -50,7 +50,7 @@ def test_channel_branch_matches_numpy_reference():
     layer.build(x.shape)
     _set_bn(layer.channel_norm, np.random.default_rng(1), 8)  # gammas of both signs
     bn, w = _bn_inference(x, layer.channel_norm, -1)
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), sigmoid(w * bn) * x,
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), sigmoid(w * bn) * x,
                                rtol=1e-5, atol=1e-6)
 
 
@@ -62,7 +62,7 @@ def test_channel_branch_in_training_uses_batch_statistics():
     layer.channel_norm.gamma.assign(gamma)
     xhat = (x - x.mean(axis=(0, 1, 2))) / np.sqrt(x.var(axis=(0, 1, 2)) + EPS)
     w = np.abs(gamma) / np.abs(gamma).sum()
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)), sigmoid(w * gamma * xhat) * x,
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=True)), sigmoid(w * gamma * xhat) * x,
                                rtol=1e-4, atol=1e-5)
 
 
@@ -78,7 +78,7 @@ def test_spatial_branch_matches_numpy_reference():
     pixels = channel_out.reshape(2, 12, 8)  # each of the H*W positions is a BN feature
     bn_s, w_s = _bn_inference(pixels, layer.pixel_norm, 1)
     expected = (sigmoid(w_s[None, :, None] * bn_s) * pixels).reshape(x.shape)
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_pixel_norm_statistics_are_over_batch_and_channels():
@@ -91,7 +91,7 @@ def test_pixel_norm_statistics_are_over_batch_and_channels():
     xhat = (x - x.mean(axis=(0, 1, 2))) / np.sqrt(x.var(axis=(0, 1, 2)) + EPS)
     c_out = sigmoid(gamma / 4 * xhat) * x
     per_pixel = c_out.reshape(2, 6, 4).mean(axis=(0, 2))
-    np.testing.assert_allclose(np.asarray(layer.pixel_norm.moving_mean), 0.1 * per_pixel,
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.pixel_norm.moving_mean), 0.1 * per_pixel,
                                rtol=1e-4, atol=1e-6)
 
 
@@ -103,7 +103,7 @@ def _gradient(loss_fn, layer, variable):
 
         with tf.GradientTape() as tape:
             loss = loss_fn()
-        return np.asarray(tape.gradient(loss, variable.value))
+        return keras.ops.convert_to_numpy(tape.gradient(loss, variable.value))
     if backend == "jax":
         import jax
 
@@ -113,7 +113,7 @@ def _gradient(loss_fn, layer, variable):
         def f(values):
             return loss_fn(lambda x, **kw: layer.stateless_call(values, non_trainable, x, **kw)[0])
 
-        return np.asarray(jax.grad(f)([v.value for v in layer.trainable_variables])[index])
+        return keras.ops.convert_to_numpy(jax.grad(f)([v.value for v in layer.trainable_variables])[index])
     pytest.skip(f"no gradient helper for backend {backend}")
 
 
@@ -131,7 +131,7 @@ def test_no_gradient_through_the_importance_weights():
 
     grad = _gradient(loss_fn, layer, norm.gamma)
     # Analytic gradient treating w as a constant: out = sigmoid(w (g xhat + b)) x.
-    gamma, beta, mean, var = [np.asarray(v, "float64") for v in norm.get_weights()]
+    gamma, beta, mean, var = [keras.ops.convert_to_numpy(v, "float64") for v in norm.get_weights()]
     xhat = (x - mean) / np.sqrt(var + EPS)
     w = np.abs(gamma) / np.abs(gamma).sum()
     s = sigmoid(w * (gamma * xhat + beta))

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -37,7 +38,7 @@ def _softmax(a):
 def _numpy_non_local(layer, x):
     """Reference from the paper's equations, with BN in inference mode."""
     def conv(sub, t):
-        return t @ np.asarray(sub.kernel)[0, 0] + np.asarray(sub.bias)
+        return t @ keras.ops.convert_to_numpy(sub.kernel)[0, 0] + keras.ops.convert_to_numpy(sub.bias)
 
     n, h, w, c = x.shape
     s = layer.subsample
@@ -48,7 +49,7 @@ def _numpy_non_local(layer, x):
     else:
         q, k = conv(layer.theta, flat), conv(layer.phi, flat_pooled)
     if layer.mode == "concatenation":
-        wf = np.asarray(layer.concat_project.kernel)[:, 0]
+        wf = keras.ops.convert_to_numpy(layer.concat_project.kernel)[:, 0]
         d = q.shape[-1]
         f = np.maximum(q @ wf[:d][:, None] + (k @ wf[d:][:, None]).transpose(0, 2, 1), 0)
         att = f / k.shape[1]
@@ -61,8 +62,8 @@ def _numpy_non_local(layer, x):
     y = att @ conv(layer.g, flat_pooled)
     z = conv(layer.out_conv, y)
     bn = layer.bn
-    z = (z - np.asarray(bn.moving_mean)) / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon) \
-        * np.asarray(bn.gamma) + np.asarray(bn.beta)
+    z = (z - keras.ops.convert_to_numpy(bn.moving_mean)) / np.sqrt(keras.ops.convert_to_numpy(bn.moving_variance) + bn.epsilon) \
+        * keras.ops.convert_to_numpy(bn.gamma) + keras.ops.convert_to_numpy(bn.beta)
     return (flat + z).reshape(x.shape), att
 
 
@@ -80,16 +81,16 @@ def test_matches_numpy_reference(mode, subsample, scale):
         layer.concat_project.kernel.assign(rng.standard_normal((8, 1)).astype("float32"))
     y, att = layer(x, training=False)
     expected_y, expected_att = _numpy_non_local(layer, x)
-    np.testing.assert_allclose(np.asarray(att), expected_att, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(y), expected_y, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(np.asarray(y), x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(att), expected_att, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(y), expected_y, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(keras.ops.convert_to_numpy(y), x)
 
 
 def test_attention_shapes_and_normalisation():
     layer = NonLocalBlock(subsample=2, return_attention=True)
     _, att = layer(random_images((2, 8, 6, 16)))
     assert tuple(att.shape) == (2, 48, 12)
-    np.testing.assert_allclose(np.asarray(att).sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(att).sum(-1), 1.0, rtol=1e-5)
     _, att = NonLocalBlock(mode="dot_product", subsample=1, return_attention=True)(random_images((1, 4, 4, 8)))
     assert tuple(att.shape) == (1, 16, 16)
 
@@ -135,4 +136,4 @@ def test_bad_inputs():
 def test_theta_and_phi_start_from_different_kernels():
     layer = NonLocalBlock()
     layer.build((None, 6, 6, 8))
-    assert not np.allclose(np.asarray(layer.theta.kernel), np.asarray(layer.phi.kernel))
+    assert not np.allclose(keras.ops.convert_to_numpy(layer.theta.kernel), keras.ops.convert_to_numpy(layer.phi.kernel))

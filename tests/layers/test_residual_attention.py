@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -49,7 +50,7 @@ def _numpy_caffe_pool(x):
 @pytest.mark.parametrize("h,w", [(8, 8), (7, 7), (6, 5), (2, 3)])
 def test_caffe_ceil_mode_max_pool(h, w):
     x = random_images((2, h, w, 3), seed=h * w)
-    y = np.asarray(caffe_max_pool(x))
+    y = keras.ops.convert_to_numpy(caffe_max_pool(x))
     assert y.shape == (2, h // 2, w // 2, 3)
     np.testing.assert_array_equal(y, _numpy_caffe_pool(x))
 
@@ -78,7 +79,7 @@ def _numpy_interp(x, oh, ow):
 @pytest.mark.parametrize("src,dst", [((7, 7), (14, 14)), ((2, 3), (4, 6)), ((4, 4), (7, 9)), ((3, 3), (3, 3))])
 def test_align_corners_resize_matches_caffe_interp(src, dst):
     x = random_images((2, *src, 3), seed=1)
-    y = np.asarray(resize_align_corners(x, *dst))
+    y = keras.ops.convert_to_numpy(resize_align_corners(x, *dst))
     np.testing.assert_allclose(y, _numpy_interp(x, *dst), rtol=1e-5, atol=1e-5)
 
 
@@ -86,15 +87,15 @@ def test_attention_residual_learning():
     module = ResidualAttentionModule(num_pools=2, return_attention=True)
     x = random_images((2, 8, 8, 16), seed=9)
     y, mask = module(x, training=False)
-    mask = np.asarray(mask)
+    mask = keras.ops.convert_to_numpy(mask)
     assert mask.shape == x.shape and mask.min() >= 0 and mask.max() <= 1
     trunk = x
     for unit in module.pre + module.trunk:
         trunk = unit(trunk, training=False)
-    fused = np.asarray(trunk) * (1 + mask)  # (1 + M(x)) * T(x), paper Eq. 3
+    fused = keras.ops.convert_to_numpy(trunk) * (1 + mask)  # (1 + M(x)) * T(x), paper Eq. 3
     for unit in module.post:
         fused = unit(fused, training=False)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(fused), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(fused), rtol=1e-5, atol=1e-5)
 
 
 def test_unit_projection_only_when_shape_changes():
@@ -105,9 +106,9 @@ def test_unit_projection_only_when_shape_changes():
     proj.build((None, 4, 4, 16))
     assert proj.projection.strides == (2, 2)
     x = random_images((1, 4, 4, 16))
-    np.testing.assert_allclose(np.asarray(same(x)) - x,
-                               np.asarray(same.conv3(np.maximum(np.asarray(same.bn3(same.conv2(np.maximum(
-                                   np.asarray(same.bn2(same.conv1(np.maximum(np.asarray(same.bn1(x)), 0)))), 0)))), 0))),
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(same(x)) - x,
+                               keras.ops.convert_to_numpy(same.conv3(np.maximum(keras.ops.convert_to_numpy(same.bn3(same.conv2(np.maximum(
+                                   keras.ops.convert_to_numpy(same.bn2(same.conv1(np.maximum(keras.ops.convert_to_numpy(same.bn1(x)), 0)))), 0)))), 0))),
                                rtol=1e-5, atol=1e-5)
 
 

@@ -39,11 +39,11 @@ def _sn(kernel, u):
 
 def _numpy_sagan(layer, x, sn):
     def conv(sub, t):
-        k = np.asarray(sub.kernel)
+        k = keras.ops.convert_to_numpy(sub.kernel)
         if sn:
-            k = _sn(k, np.asarray(sub.u))
+            k = _sn(k, keras.ops.convert_to_numpy(sub.u))
         y = t @ k[0, 0]
-        return y + np.asarray(sub.bias) if sub.use_bias else y
+        return y + keras.ops.convert_to_numpy(sub.bias) if sub.use_bias else y
 
     q, k, v = conv(layer.query, x), conv(layer.key, x), conv(layer.value, x)
     if layer.subsample == 2:
@@ -53,7 +53,7 @@ def _numpy_sagan(layer, x, sn):
     o = (beta @ v.reshape(n, -1, v.shape[-1])).reshape(n, h, w, -1)
     if layer.output_conv:
         o = conv(layer.out, o)
-    return x + float(np.asarray(layer.gamma)) * o, beta
+    return x + float(keras.ops.convert_to_numpy(layer.gamma)) * o, beta
 
 
 @pytest.mark.parametrize("kwargs,sn", [({}, False), (OFFICIAL, True),
@@ -65,24 +65,24 @@ def test_matches_numpy_reference(kwargs, sn):
     layer.gamma.assign(0.7)
     y, beta = layer(x, training=False)
     expected_y, expected_beta = _numpy_sagan(layer, x, sn)
-    np.testing.assert_allclose(np.asarray(beta), expected_beta, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(y), expected_y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(beta), expected_beta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(y), expected_y, rtol=1e-4, atol=1e-5)
     assert tuple(beta.shape) == ((2, 24, 6) if kwargs.get("subsample") == 2 else (2, 24, 24))
-    np.testing.assert_allclose(np.asarray(beta).sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(beta).sum(-1), 1.0, rtol=1e-5)
 
 
 def test_spectral_norm_converges_to_unit_spectral_norm():
     conv = SpectralConv2D(6, 1)
     conv.build((None, 4, 4, 10))
     x = random_images((1, 4, 4, 10))
-    u0 = np.asarray(conv.u).copy()
+    u0 = keras.ops.convert_to_numpy(conv.u).copy()
     conv(x, training=False)
-    np.testing.assert_array_equal(np.asarray(conv.u), u0)  # inference leaves u alone
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.u), u0)  # inference leaves u alone
     for _ in range(30):
         conv(x, training=True)
     w = keras.ops.convert_to_numpy(conv.normalized_kernel()).reshape(-1, 6)
     assert np.linalg.svd(w, compute_uv=False)[0] == pytest.approx(1.0, rel=1e-3)
-    assert not np.array_equal(np.asarray(conv.u), u0)
+    assert not np.array_equal(keras.ops.convert_to_numpy(conv.u), u0)
 
 
 def test_parameter_counts():

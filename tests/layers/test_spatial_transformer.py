@@ -37,8 +37,8 @@ def _numpy_bilinear(img, xs, ys):
 def test_sampler_matches_paper_equation():
     images = random_images((2, 5, 7, 3), seed=1)
     theta = np.stack([[[0.8, 0.3, 0.1], [-0.2, 1.1, -0.3]], [[1.3, 0.0, 0.5], [0.1, 0.7, 0.2]]]).astype("float32")
-    coords = np.asarray(affine_grid(theta, 4, 6))
-    out = np.asarray(bilinear_sample(images, coords, 4, 6))
+    coords = keras.ops.convert_to_numpy(affine_grid(theta, 4, 6))
+    out = keras.ops.convert_to_numpy(bilinear_sample(images, coords, 4, 6))
     for n in range(2):
         expected = _numpy_bilinear(images[n], coords[n, :, 0], coords[n, :, 1]).reshape(4, 6, 3)
         np.testing.assert_allclose(out[n], expected, rtol=1e-5, atol=1e-5)
@@ -54,10 +54,10 @@ def test_translation_by_one_pixel_and_zero_outside():
     layer.build(x.shape)
     layer.regressor.bias.assign(np.array([2 / 4, 0.0], "float32"))  # one pixel right in x
     y, theta = layer(x)
-    y = np.asarray(y)
+    y = keras.ops.convert_to_numpy(y)
     np.testing.assert_allclose(y[:, :, :-1], x[:, :, 1:], atol=1e-5)
     np.testing.assert_allclose(y[:, :, -1], 0.0, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(theta)[0], [[1, 0, 0.5], [0, 1, 0]], atol=1e-7)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(theta)[0], [[1, 0, 0.5], [0, 1, 0]], atol=1e-7)
 
 
 def test_attention_transform_zooms():
@@ -65,14 +65,14 @@ def test_attention_transform_zooms():
     x = random_images((1, 5, 5, 1), seed=4)
     layer.build(x.shape)
     layer.regressor.bias.assign(np.array([0.5, 0.0, 0.0], "float32"))  # central half
-    np.testing.assert_allclose(np.asarray(layer(x))[0], x[0, 1:4, 1:4], atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x))[0], x[0, 1:4, 1:4], atol=1e-5)
 
 
 def test_identity_theta_at_init_and_regressor_zero():
     layer = SpatialTransformer(return_attention=True)
     _, theta = layer(random_images((3, 8, 8, 3)))
-    np.testing.assert_allclose(np.asarray(theta), np.tile([[1, 0, 0], [0, 1, 0]], (3, 1, 1)), atol=0)
-    assert not np.asarray(layer.regressor.kernel).any()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(theta), np.tile([[1, 0, 0], [0, 1, 0]], (3, 1, 1)), atol=0)
+    assert not keras.ops.convert_to_numpy(layer.regressor.kernel).any()
 
 
 def test_custom_localization_network(tmp_path):

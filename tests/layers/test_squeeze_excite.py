@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -24,8 +25,8 @@ def test_bottleneck_width_and_parameter_count():
 def test_matches_numpy_reference():
     layer = SqueezeExcite(reduction_ratio=2)
     x = random_images((2, 4, 5, 8), seed=3)
-    y = np.asarray(layer(x))
-    w1, b1, w2, b2 = [np.asarray(w) for w in (layer.fc1.kernel, layer.fc1.bias, layer.fc2.kernel, layer.fc2.bias)]
+    y = keras.ops.convert_to_numpy(layer(x))
+    w1, b1, w2, b2 = [keras.ops.convert_to_numpy(w) for w in (layer.fc1.kernel, layer.fc1.bias, layer.fc2.kernel, layer.fc2.bias)]
     z = x.mean(axis=(1, 2))
     s = 1 / (1 + np.exp(-(np.maximum(z @ w1 + b1, 0) @ w2 + b2)))
     np.testing.assert_allclose(y, x * s[:, None, None, :], rtol=1e-5, atol=1e-6)
