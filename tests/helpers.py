@@ -79,6 +79,7 @@ def run_layer_test(layer_cls, init_kwargs=None, input_shapes=((2, 8, 8, 16),), *
         tmp_path: pytest's ``tmp_path``.
     """
     init_kwargs = dict(init_kwargs or {})
+    keras.utils.set_random_seed(0)  # layer initialisation too, so every check is deterministic
     expected_output_shape = expected_output_shape or (lambda s: tuple(s))
     low, high = input_range or (None, None)
 
@@ -136,6 +137,7 @@ def run_layer_test(layer_cls, init_kwargs=None, input_shapes=((2, 8, 8, 16),), *
 
     # 5. Gradients reach every trainable weight within a few SGD steps.
     if gradients:
+        keras.utils.set_random_seed(1)
         layer = layer_cls(**init_kwargs)
         inputs = keras.Input(batch_shape=(None, *shape[1:]))
         features = _first_output(layer(inputs, training=True, **(call_kwargs or {})))

@@ -62,6 +62,18 @@ def check_positive(name: str, value, *, integer: bool = False, allow_none: bool 
     return int(value) if integer else value
 
 
+def check_reduction(reduction_ratio, reduction_channels, reduction_divisor) -> tuple:
+    """Validates the uniform bottleneck arguments; returns them (channels/divisor as int).
+
+    Raises:
+        ValueError/TypeError: a ratio, width or divisor that is not a positive number
+            (the width and divisor must be integers; the width may be ``None``).
+    """
+    return (check_positive("reduction_ratio", reduction_ratio),
+            check_positive("reduction_channels", reduction_channels, integer=True, allow_none=True),
+            check_positive("reduction_divisor", reduction_divisor, integer=True))
+
+
 def check_choice(name: str, value, choices):
     """Raises ``ValueError`` unless ``value`` is one of ``choices`` (listing them)."""
     if value not in choices:

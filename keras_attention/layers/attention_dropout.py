@@ -40,7 +40,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (check_choice, check_image_shape, check_positive,
+from keras_attention.layers._common import (check_choice, check_image_shape, check_reduction,
                                             serializable, spatial_mean, sublayer_kwargs)
 from keras_attention.layers.cbam import ChannelAttention, SpatialAttention, _check_odd_kernel
 from keras_attention.layers.factory import register_attention
@@ -184,10 +184,8 @@ class ADCM(keras.layers.Layer):
                  seed: int | None = None, return_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
         # Validated here (not only when the CBAM sub-layers are built) so errors come early.
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
         try:
             self.spatial_kernel_size = _check_odd_kernel(spatial_kernel_size)
         except ValueError as error:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (check_image_shape, check_positive, reduced_channels,
-                                            spatial_mean, sublayer_kwargs)
+from keras_attention.layers._common import (check_image_shape, check_positive, check_reduction,
+                                            reduced_channels, spatial_mean, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 
 
@@ -52,10 +52,8 @@ class ChannelAttention(keras.layers.Layer):
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, **kwargs):
         super().__init__(**kwargs)
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
 
     def build(self, input_shape):
         channels = check_image_shape(type(self).__name__, input_shape)
@@ -188,10 +186,8 @@ class CBAM(keras.layers.Layer):
                  reduction_divisor: int = 1, spatial_kernel_size: int = 7,
                  zero_init_gamma: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
         try:
             self.spatial_kernel_size = _check_odd_kernel(spatial_kernel_size)
         except ValueError as error:

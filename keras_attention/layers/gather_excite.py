@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attention.layers._common import (check_choice, check_image_shape, check_positive,
+from keras_attention.layers._common import (check_choice, check_image_shape, check_reduction,
                                             reduced_channels, spatial_mean, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 
@@ -111,10 +111,8 @@ class GatherExcite(keras.layers.Layer):
         if isinstance(extent, bool) or extent not in EXTENTS:
             raise ValueError(f"`extent` must be one of 2, 4, 8 or 'global', received {extent!r}.")
         self.extent = extent if extent == "global" else int(extent)
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
 
     # -- construction -------------------------------------------------------------------
     def build(self, input_shape):

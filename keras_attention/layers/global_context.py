@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (check_choice, check_image_shape, check_positive,
+from keras_attention.layers._common import (check_choice, check_image_shape, check_reduction,
                                             reduced_channels, spatial_mean, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 
@@ -68,10 +68,8 @@ class GlobalContext(keras.layers.Layer):
                  reduction_divisor: int = 1, context_modeling: str = "attention",
                  fusion: str = "add", **kwargs):
         super().__init__(**kwargs)
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
         self.context_modeling = check_choice("context_modeling", context_modeling, CONTEXT_MODELING)
         self.fusion = check_choice("fusion", fusion, FUSIONS)
 

@@ -28,7 +28,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import (check_choice, check_image_shape, check_positive,
-                                            reduced_channels, sublayer_kwargs)
+                                            check_reduction, reduced_channels, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 
 PAIRWISE_FUNCTIONS = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -118,10 +118,8 @@ class NonLocalBlock(keras.layers.Layer):
                  return_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.mode = check_choice("mode", mode, PAIRWISE_FUNCTIONS)
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
         self.subsample = check_positive("subsample", subsample, integer=True)
         self.scale = bool(scale)
         self.use_bn = bool(use_bn)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (check_image_shape, check_positive, reduced_channels,
-                                            serializable, sublayer_kwargs)
+from keras_attention.layers._common import (check_image_shape, check_positive, check_reduction,
+                                            reduced_channels, serializable, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 from keras_attention.layers.non_local import (check_subsample, flatten_positions, pooled_size,
                                               softmax_float32)
@@ -152,10 +152,8 @@ class SelfAttention2D(keras.layers.Layer):
                  output_conv: bool = True, subsample: int = 1, spectral_norm: bool = False,
                  use_bias: bool = False, return_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
         self.value_ratio = check_positive("value_ratio", value_ratio)
         self.value_channels = check_positive("value_channels", value_channels, integer=True,
                                              allow_none=True)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_attention.layers._common import (check_image_shape, check_positive, reduced_channels,
-                                            spatial_mean,
-                                            sublayer_kwargs)
+from keras_attention.layers._common import (check_image_shape, check_reduction, reduced_channels,
+                                            spatial_mean, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 
 
@@ -42,10 +41,8 @@ class SqueezeExcite(keras.layers.Layer):
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, activation: str = "relu", **kwargs):
         super().__init__(**kwargs)
-        self.reduction_ratio = check_positive("reduction_ratio", reduction_ratio)
-        self.reduction_channels = check_positive("reduction_channels", reduction_channels,
-                                                 integer=True, allow_none=True)
-        self.reduction_divisor = check_positive("reduction_divisor", reduction_divisor, integer=True)
+        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
+            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
         self.activation = activation
         keras.activations.get(activation)  # validates the name early
 

@@ -14,8 +14,10 @@ def test_contract(tmp_path):
 
 @pytest.mark.parametrize("mode", ["gaussian", "dot_product", "concatenation"])
 def test_contract_other_modes(mode, tmp_path):
+    # Behind the zero-initialised BN gamma, theta/phi first move in step 2 by amounts that
+    # can round away in float32 next to their N(0, 0.01) values: allow a few more steps.
     run_layer_test(NonLocalBlock, {"mode": mode, "subsample": 1}, SHAPES[:2], tmp_path=tmp_path,
-                   identity_at_init=True, fresh_process=False)
+                   identity_at_init=True, fresh_process=False, train_steps=6)
 
 
 def test_identity_at_init_without_bn(tmp_path):
