@@ -194,8 +194,6 @@ RESNET_D_PARAMS = {"resnet50d": 25_576_264, "se_resnext26d_32x4d": 16_809_512,
 def test_resnet_d_parameter_counts(arch):
     from keras_attention.complexity import count_params
 
-    if arch.startswith("eca") and "eca" not in ka.layers.list_attention():
-        pytest.skip("ECA layer not merged yet")  # TODO(lead): remove once the ECA layer is on main
     assert count_params(ka.create_model(arch)) == RESNET_D_PARAMS[arch]
 
 
@@ -455,8 +453,6 @@ PARITY_ERRORS: dict[str, float] = {}
 @pytest.mark.parametrize("timm_name", PARITY)
 def test_logits_match_timm(timm_name, tmp_path):
     _, torch = _timm()
-    if timm_name.startswith("eca") and "eca" not in ka.layers.list_attention():
-        pytest.skip("ECA layer not merged yet")  # TODO(lead): remove once the ECA layer is on main
     reference = _random_timm_model(timm_name)
     path = tmp_path / "model.safetensors"
     _save_safetensors(reference, path)
@@ -484,8 +480,6 @@ MAPPING_ONLY = ["resnet34", "resnet152", "resnext101_32x4d", "seresnet34", "sere
 def test_deep_models_map_every_tensor(timm_name):
     """Every timm tensor has a Keras weight of the right shape (names and shapes only, no forward)."""
     timm, _ = _timm()
-    if timm_name.startswith("eca") and "eca" not in ka.layers.list_attention():
-        pytest.skip("ECA layer not merged yet")  # TODO(lead): remove once the ECA layer is on main
     shapes = {k: tuple(v.shape) for k, v in timm.create_model(timm_name, pretrained=False).state_dict().items()}
     state = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
     model = ct.create_model_from_timm(timm_name, state)
