@@ -244,20 +244,14 @@ def test_hub_weights_loader(tmp_path):
                            {**cfg, "source": {"model": "seresnet50.a1_in1k"}})
     with pytest.raises(ct.ConversionError, match="model.safetensors"):
         ct.load_timm_files(model, {"pytorch_model.bin": tmp_path / "x"}, cfg)
-    try:
-        from keras_attention import hub
-    except ImportError:
-        return  # the hub module is not merged into this branch yet
+    from keras_attention import hub
     assert hub._format_loader("timm") is ct.load_timm_files
 
 
-def test_load_timm_entry_through_hub(tmp_path, monkeypatch, request):
-    """End to end once keras_attention.hub is merged: a "timm" entry served by the Hub stand-in."""
-    hub = pytest.importorskip("keras_attention.hub", reason="keras_attention.hub is not merged yet")
-    try:
-        fake_hub = request.getfixturevalue("hf_hub")
-    except pytest.FixtureLookupError:
-        pytest.skip("the hf_hub fixture (the local Hub stand-in in tests/conftest.py) is not available")
+def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub):
+    """End to end: a "timm" entry served by the local Hub stand-in, converted at load time."""
+    from keras_attention import hub
+    fake_hub = hf_hub
     from safetensors.numpy import save_file
 
     kwargs = {"num_classes": 5, "input_shape": [32, 32, 3], "attention_kwargs": {"reduction_divisor": 8}}
