@@ -248,8 +248,14 @@ def test_hub_weights_loader(tmp_path):
     assert hub._format_loader("timm") is ct.load_timm_files
 
 
-def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub):
-    """End to end: a "timm" entry served by the local Hub stand-in, converted at load time."""
+@pytest.mark.parametrize("pinned", [True, False])
+def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub, pinned):
+    """End to end: a "timm" entry served by the local Hub stand-in, converted at load time.
+
+    Unpinned (as the shipped timm entries are until someone pins them online: revision
+    and sha256 null): the file comes from ``main`` and is checked against the Hub's
+    LFS SHA-256; a corrupted download is refused.
+    """
     from keras_attention import hub
     fake_hub = hf_hub
     from safetensors.numpy import save_file
@@ -263,21 +269,28 @@ def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub):
     entry = json.loads((WEIGHTS_DIR / "se_resnet50.a1_in1k" / "pretrained.json").read_text())
     entry.pop("labels_file")
     entry.update(name="se_resnet18.test_in5", architecture="se_resnet18", tag="test_in5", default=False,
-                 files={"model.safetensors": {"sha256": ct.sha256_of(tmp_path / "model.safetensors"),
-                                              "size": len(data)}},
-                 hub={"repo_id": "timm/seresnet18.test_in5", "revision": revision}, model_kwargs=kwargs,
+                 files={"model.safetensors": {"sha256": ct.sha256_of(tmp_path / "model.safetensors")
+                                              if pinned else None, "size": len(data) if pinned else None}},
+                 hub={"repo_id": "timm/seresnet18.test_in5", "revision": revision if pinned else None},
+                 model_kwargs=kwargs,
                  num_classes=5, label_names=list("abcde"), input_size=[32, 32, 3],
                  source={"repo_id": "timm/seresnet18.test_in5", "model": "seresnet18.test_in5"})
     folder = tmp_path / "registry" / entry["name"]
     folder.mkdir(parents=True)
     (folder / "pretrained.json").write_text(json.dumps(entry))
     monkeypatch.setenv("KERAS_ATTENTION_WEIGHTS_PATH", str(tmp_path / "registry"))
+    fake_hub.corrupt.add("timm/seresnet18.test_in5/model.safetensors")
+    with pytest.raises(hub.ChecksumError):
+        hub.load("se_resnet18.test_in5")
+    fake_hub.corrupt.clear()
     model = hub.load("se_resnet18.test_in5")
     ct.load_timm_weights(reference, state)
     x = random_images((2, 32, 32, 3))
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)
     features = hub.load("se_resnet18.test_in5", include_top=False, pooling="avg")
     assert features.output_shape == (None, 512)
+    if not pinned:
+        assert fake_hub.count("HEAD", "/resolve/main/model.safetensors") >= 1  # resolved at main
 
 
 def test_not_safetensors_is_a_clear_error(tmp_path):
