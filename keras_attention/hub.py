@@ -35,6 +35,7 @@ model with weights:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import fnmatch
@@ -440,6 +441,22 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------------------
 # Resolving
 # --------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _atomic_folder(target: Path):
+    """Yields a temporary sibling folder that replaces ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
 
 def _hf():
     import huggingface_hub
@@ -980,9 +997,7 @@ def save_hub_folder(model: keras.Model, cfg: dict, out_dir, *, repo_id: str | No
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with _atomic_folder(out_dir) as tmp:
         keras.saving.save_model(model, str(tmp), zipped=False)
         assets = tmp / "assets"
         if assets.is_dir() and not any(assets.iterdir()):
@@ -1001,12 +1016,6 @@ def save_hub_folder(model: keras.Model, cfg: dict, out_dir, *, repo_id: str | No
         meta["pretrained_cfg"] = cfg
         _atomic_write_text(tmp / "metadata.json", json.dumps(meta, indent=2) + "\n")
         _atomic_write_text(tmp / "README.md", build_model_card(cfg, repo_id, card_body))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -1173,19 +1182,12 @@ def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
         source["command"] = (f"keras-attention train --recipe weights/{source['recipe']} --model "
                              f"{cfg['architecture']} --output runs/{cfg['name']}")
     source["train_time_s"] = metrics.get("train_time_s_total")
-    tmp = weights_dir / f".{cfg['name']}.{uuid.uuid4().hex}.tmp"
-    tmp.mkdir(parents=True)
-    try:
+    with _atomic_folder(target) as tmp:
+        tmp.mkdir()
         shutil.copy2(run_dir / KERAS_WEIGHTS_FILENAME, tmp / KERAS_WEIGHTS_FILENAME)
         if (run_dir / "curves.png").is_file():
             shutil.copy2(run_dir / "curves.png", tmp / "curves.png")
         (tmp / PRETRAINED_FILENAME).write_text(json.dumps(cfg, indent=2) + "\n")
         body = _training_card_body(cfg, train_cfg, metrics, notes)
         (tmp / "README.md").write_text(build_model_card(cfg, cfg["hub"]["repo_id"], body))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
