@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import fnmatch
 import hashlib
 import json
@@ -52,6 +51,8 @@ from pathlib import Path
 from typing import Callable
 
 import keras
+
+from keras_attention._errors import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -259,14 +260,12 @@ def find_pretrained(name: str) -> PretrainedEntry:
     arch, _, tag = name.partition(".")
     tags = sorted(n for n, e in entries.items() if e.cfg["architecture"] == arch)
     if tag:
-        close = difflib.get_close_matches(name, entries, n=5, cutoff=0.6)
-        hint = f" Tags of {arch!r}: {', '.join(tags)}." if tags else (
-            f" Closest: {', '.join(close)}." if close else "")
+        hint = (f" Tags of {arch!r}: {', '.join(tags)}." if tags
+                else did_you_mean(name, entries, n=5, cutoff=0.6))
         raise RegistryError(f"No pretrained weights named {name!r}.{hint} "
                             f"See keras_attention.list_models(pretrained=True).")
     if not tags:
-        close = difflib.get_close_matches(name, entries, n=5, cutoff=0.6)
-        hint = f" Closest pretrained names: {', '.join(close)}." if close else ""
+        hint = did_you_mean(name, entries, n=5, cutoff=0.6)
         raise RegistryError(f"{name!r} has no pretrained weights.{hint} Use pretrained=False for random "
                             f"weights, or see keras_attention.list_models(pretrained=True).")
     defaults = [n for n in tags if entries[n].cfg["default"]]

@@ -8,12 +8,13 @@ their configs live as data in ``weights/`` and are resolved by :mod:`keras_atten
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from dataclasses import dataclass
 from typing import Callable
 
 import keras
+
+from keras_attention._errors import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ def get_model_entry(name: str) -> ModelEntry:
     _ensure_models_imported()
     arch, _ = split_model_name(name)
     if arch not in _MODELS:
-        close = difflib.get_close_matches(arch, _MODELS, n=5, cutoff=0.5)
-        hint = f" Closest names: {', '.join(close)}." if close else ""
+        hint = did_you_mean(arch, _MODELS, n=5)
         raise ValueError(f"Unknown model {name!r}.{hint} See keras_attention.list_models() "
                          f"for all {len(_MODELS)} names.")
     return _MODELS[arch]

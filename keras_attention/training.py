@@ -51,6 +51,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_attention._errors import did_you_mean
+
 PRECISIONS = {"off": "float32", "float32": "float32", "float16": "mixed_float16",
               "bfloat16": "mixed_bfloat16"}
 DISTRIBUTE = ("off", "mirrored", "multiworker", "data_parallel")
@@ -242,9 +244,8 @@ class TrainConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in values if k not in names]
         if unknown:
-            import difflib
-            hints = {k: difflib.get_close_matches(k, names, n=3) for k in unknown}
-            raise ValueError(f"Unknown training option(s) {unknown}; closest valid names: {hints}.")
+            hints = "".join(f" {k!r}:{did_you_mean(k, names) or ' no close name.'}" for k in unknown)
+            raise ValueError(f"Unknown training option(s) {unknown}.{hints}")
         return cls(**values)
 
 

@@ -66,6 +66,9 @@ def test_registry_lists_and_resolves_tags(tiny_registry):
         hub.find_pretrained("ka_test_tiny.nope")
     with pytest.raises(hub.RegistryError, match="has no pretrained weights"):
         hub.find_pretrained("resnet_without_weights")
+    with pytest.raises(hub.RegistryError, match=r"'se_resnet2' has no pretrained weights\. Did you mean .*"
+                                                "'se_resnet20.cifar10'"):
+        hub.find_pretrained("se_resnet2")
 
 
 def test_default_tag_rules(tiny_registry):
@@ -196,8 +199,10 @@ def test_pretrained_false_and_unknown_names(tiny_registry):
     name = tiny_registry.add("unit", random_tiny_model(4))
     model = keras_attention.load(name, pretrained=False, num_classes=7)
     assert model.output.shape == (None, 7)
-    with pytest.raises(ValueError, match="Unknown model"):
+    with pytest.raises(ValueError, match="Unknown model 'ka_test_tiny_typo'.*Did you mean 'ka_test_tiny'"):
         keras_attention.load("ka_test_tiny_typo", pretrained=False)
+    with pytest.raises(ValueError, match="Unknown model 'se_resnet05'.*Did you mean.*'se_resnet50'"):
+        keras_attention.load("se_resnet05", pretrained=False)
     with pytest.raises(hub.RegistryError, match="No pretrained weights named"):
         keras_attention.load("ka_test_tiny.nope")
 

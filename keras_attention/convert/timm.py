@@ -36,7 +36,6 @@ timm are not needed at run time (the tests use them as the reference).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 import re
@@ -46,6 +45,7 @@ from typing import Callable, Iterable, Mapping
 import keras
 import numpy as np
 
+from keras_attention._errors import did_you_mean
 from keras_attention.layers._common import reduced_channels
 
 #: timm architecture -> our registered architecture. The timm names map one to one:
@@ -352,8 +352,7 @@ def our_architecture(timm_name: str) -> str:
     """
     arch, _ = split_timm_name(timm_name)
     if arch not in TIMM_ARCHITECTURES:
-        close = difflib.get_close_matches(arch, TIMM_ARCHITECTURES, n=5, cutoff=0.5)
-        hint = f" Closest supported: {', '.join(close)}." if close else ""
+        hint = did_you_mean(arch, TIMM_ARCHITECTURES, n=5)
         raise ValueError(f"timm architecture {arch!r} is not supported by the converter.{hint} "
                          f"Supported: {', '.join(sorted(TIMM_ARCHITECTURES))}.")
     return TIMM_ARCHITECTURES[arch]

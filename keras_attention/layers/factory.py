@@ -8,11 +8,11 @@ so a backbone can build any of them from a name and a dict of options.
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Union
 
 import keras
 
+from keras_attention._errors import did_you_mean
 from keras_attention.layers._common import serializable
 
 ATTENTION_LAYERS: dict[str, type[keras.layers.Layer]] = {}
@@ -48,8 +48,7 @@ def get_attention(name: str) -> type[keras.layers.Layer]:
     """
     key = name.lower().replace("-", "_")
     if key not in ATTENTION_LAYERS:
-        close = difflib.get_close_matches(key, ATTENTION_LAYERS, n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(key, ATTENTION_LAYERS, cutoff=0.4)
         raise ValueError(f"Unknown attention {name!r}.{hint} Valid names: {', '.join(list_attention())}.")
     return ATTENTION_LAYERS[key]
 

@@ -32,10 +32,9 @@ DenseNet-B-40-12 branches *without* compression give (1,750,332 with the combine
 
 from __future__ import annotations
 
-import difflib
-
 import keras
 
+from keras_attention._errors import did_you_mean
 from keras_attention.layers.color import COLOR_SPACES, ColorSpaceConversion
 from keras_attention.models._common import check_model_args
 from keras_attention.models.densenet import cifar_blocks, densenet_features
@@ -66,8 +65,7 @@ def _check_spaces(spaces) -> tuple[str, ...]:
                          f"received {spaces!r}.")
     for space in spaces:
         if space not in COLOR_SPACES:
-            close = difflib.get_close_matches(str(space), COLOR_SPACES, n=2, cutoff=0.3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(space, COLOR_SPACES, n=2, cutoff=0.3)
             raise ValueError(f"Unknown colour space {space!r} in `spaces`.{hint} "
                              f"Valid spaces: {', '.join(COLOR_SPACES)}.")
     if len(set(spaces)) != len(spaces):

@@ -48,6 +48,15 @@ def _shortcut(x, out_channels, stride, kind, prefix):
     return batch_norm(f"{prefix}_downsample_bn")(x)
 
 
+def _residual_tail(y, shortcut_x, attention, prefix):
+    """The block's attention on the residual branch (before the addition, as SENet places
+    it), the identity/projection addition and the final ReLU."""
+    if attention is not None:
+        y = attention(y)
+    y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut_x])
+    return keras.layers.ReLU(name=f"{prefix}_out")(y)
+
+
 def basic_block(x, filters, stride, *, prefix, attention, shortcut="projection", zero_init_last=False,
                 **_):
     """Two 3x3 conv-BN layers (ResNet-18/34 and the CIFAR ResNets); output has ``filters`` channels."""
@@ -57,13 +66,7 @@ def basic_block(x, filters, stride, *, prefix, attention, shortcut="projection",
     y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
     y = conv2d(y, filters, 3, 1, name=f"{prefix}_conv2")
     y = batch_norm(f"{prefix}_bn2", zero_init=zero_init_last)(y)
-    if attention is not None:
-        y = attention(y)
-    y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut_x])
-    return keras.layers.ReLU(name=f"{prefix}_out")(y)
-
-
-basic_block.expansion = 1
+    return _residual_tail(y, shortcut_x, attention, prefix)
 
 
 def bottleneck_block(x, filters, stride, *, prefix, attention, groups=1, base_width=64,
@@ -86,13 +89,7 @@ def bottleneck_block(x, filters, stride, *, prefix, attention, groups=1, base_wi
     y = keras.layers.ReLU(name=f"{prefix}_relu2")(y)
     y = conv2d(y, out_channels, 1, 1, name=f"{prefix}_conv3")
     y = batch_norm(f"{prefix}_bn3", zero_init=zero_init_last)(y)
-    if attention is not None:
-        y = attention(y)
-    y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut_x])
-    return keras.layers.ReLU(name=f"{prefix}_out")(y)
-
-
-bottleneck_block.expansion = 4
+    return _residual_tail(y, shortcut_x, attention, prefix)
 
 
 def _stem(x, stem, stem_width):
