@@ -40,9 +40,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (check_choice, check_image_shape, check_reduction,
+from keras_attention.layers._common import (check_choice, check_image_shape,
                                             serializable, spatial_mean, sublayer_kwargs)
-from keras_attention.layers.cbam import ChannelAttention, SpatialAttention, _check_odd_kernel
+from keras_attention.layers.cbam import CBAM
 from keras_attention.layers.factory import register_attention
 
 DROP_MODES = ("low", "high", "uniform")
@@ -139,7 +139,7 @@ class AttentionDropout(keras.layers.Layer):
 
 
 @register_attention("adcm", "attention_dropout")
-class ADCM(keras.layers.Layer):
+class ADCM(CBAM):
     """ADCM: CBAM attention whose maps also guide channel and position dropout in training.
 
     ``Mc = sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))`` (``(N, 1, 1, C)``), ``x' = x * Mc``;
@@ -182,17 +182,8 @@ class ADCM(keras.layers.Layer):
                  reduction_divisor: int = 1, spatial_kernel_size: int = 7, zero_init_gamma: bool = True,
                  channel_rate: float = 0.1, position_rate: float = 0.1, drop: str = "low",
                  seed: int | None = None, return_attention: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        # Validated here (not only when the CBAM sub-layers are built) so errors come early.
-        self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
-            check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
-        try:
-            self.spatial_kernel_size = _check_odd_kernel(spatial_kernel_size)
-        except ValueError as error:
-            raise ValueError(str(error).replace("`kernel_size`", "`spatial_kernel_size`")) from None
-        if not isinstance(zero_init_gamma, bool):
-            raise TypeError(f"`zero_init_gamma` must be a bool, received {zero_init_gamma!r}.")
-        self.zero_init_gamma = zero_init_gamma
+        super().__init__(reduction_ratio, reduction_channels, reduction_divisor, spatial_kernel_size,
+                         zero_init_gamma, **kwargs)
         self.channel_rate = _check_rate("channel_rate", channel_rate)
         self.position_rate = _check_rate("position_rate", position_rate)
         self.drop = check_choice("drop", drop, DROP_MODES)
@@ -200,14 +191,9 @@ class ADCM(keras.layers.Layer):
         self.return_attention = bool(return_attention)
 
     def build(self, input_shape):
-        channels = check_image_shape(type(self).__name__, input_shape)
+        super().build(input_shape)  # CBAM's checks and its channel/spatial sub-layers
         shape = tuple(input_shape)
-        self.channel = ChannelAttention(self.reduction_ratio, self.reduction_channels,
-                                        self.reduction_divisor, **sublayer_kwargs(self, "channel"))
-        self.spatial = SpatialAttention(self.spatial_kernel_size, self.zero_init_gamma,
-                                        **sublayer_kwargs(self, "spatial"))
-        self.channel.build(shape)
-        self.spatial.build(shape)
+        channels = shape[-1]
         self.channel_dropout = AttentionDropout(self.channel_rate, self.drop, seed=self.seed,
                                                 **sublayer_kwargs(self, "channel_dropout"))
         self.position_dropout = AttentionDropout(self.position_rate, self.drop,
@@ -242,9 +228,5 @@ class ADCM(keras.layers.Layer):
         return tuple(input_shape), (n, 1, 1, c), (n, h, w, 1)
 
     def get_config(self):
-        return {**super().get_config(), "reduction_ratio": self.reduction_ratio,
-                "reduction_channels": self.reduction_channels,
-                "reduction_divisor": self.reduction_divisor,
-                "spatial_kernel_size": self.spatial_kernel_size, "zero_init_gamma": self.zero_init_gamma,
-                "channel_rate": self.channel_rate, "position_rate": self.position_rate,
+        return {**super().get_config(), "channel_rate": self.channel_rate, "position_rate": self.position_rate,
                 "drop": self.drop, "seed": self.seed, "return_attention": self.return_attention}
