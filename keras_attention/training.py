@@ -59,7 +59,7 @@ DISTRIBUTE = ("off", "mirrored", "multiworker", "data_parallel")
 OPTIMIZERS = ("sgd", "adamw")
 CHECKPOINT_RE = re.compile(r"^ckpt-epoch(\d{4,})\.keras$")
 
-# Papers of the attention prefixes, for the pretrained config of a trained model.
+# Papers of the attention prefixes and model families, for the pretrained config of a trained model.
 _PAPERS = {
     "se": {"title": "Squeeze-and-Excitation Networks", "arxiv": "1709.01507"},
     "ge": {"title": "Gather-Excite: Exploiting Feature Context in Convolutional Neural Networks",
@@ -71,6 +71,13 @@ _PAPERS = {
     "eca": {"title": "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
             "arxiv": "1910.03151"},
     "resnet": {"title": "Deep Residual Learning for Image Recognition", "arxiv": "1512.03385"},
+    "resnext": {"title": "Aggregated Residual Transformations for Deep Neural Networks",
+                "arxiv": "1611.05431"},
+    "densenet": {"title": "Densely Connected Convolutional Networks", "arxiv": "1608.06993"},
+    "colornet": {"title": "ColorNet: Investigating the importance of color spaces for image "
+                          "classification", "arxiv": "1902.00267"},
+    "nl": {"title": "Non-local Neural Networks", "arxiv": "1711.07971"},
+    "attention": {"title": "Residual Attention Network for Image Classification", "arxiv": "1704.06904"},
 }
 
 
@@ -556,8 +563,10 @@ def _write_json(path: Path, obj):
 
 
 def _paper_for(arch: str):
-    prefix = arch.split("_", 1)[0] if "_" in arch else "resnet"
-    return _PAPERS.get(prefix, _PAPERS["resnet"] if "resnet" in arch else {"title": arch})
+    """The paper of an architecture's attention prefix or family (``se_resnet20`` -> SENet,
+    ``resnet20`` -> ResNet, ``colornet40_12_lab`` -> ColorNet)."""
+    family = arch.split("_", 1)[0].rstrip("0123456789")
+    return _PAPERS.get(family, _PAPERS["resnet"] if "resnet" in arch else {"title": arch})
 
 
 def pretrained_config(cfg: TrainConfig, label_names, model_kwargs, weights_path: Path,

@@ -250,3 +250,12 @@ def test_two_replicas_on_cpu(tmp_path, backend, extra):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["backend"] == backend
     assert metrics["optimizer_steps"] == 8 and np.isfinite(metrics["final_train_loss"])
+
+
+@pytest.mark.parametrize("arch, arxiv", [
+    ("resnet20", "1512.03385"), ("se_resnet20", "1709.01507"), ("cbam_resnet20", "1807.06521"),
+    ("colornet40_12", "1902.00267"), ("colornet40_12_lab", "1902.00267"),
+    ("densenet_bc_40_12", "1608.06993"), ("nl_resnet50", "1711.07971")])
+def test_trained_weights_cite_the_architecture_paper(arch, arxiv):
+    from keras_attention.training import _paper_for
+    assert _paper_for(arch)["arxiv"] == arxiv
