@@ -153,6 +153,7 @@ def _add_evaluate_parser(sub):
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable folder images")
     p.add_argument("--verify", default="header", choices=["header", "full", "none"])
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument("--per-class", action="store_true", help="also print the top-1 of every class")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -166,8 +167,14 @@ def cmd_evaluate(args) -> int:
     print(f"{result['model']} on {result['dataset']} [{result['split']}]: "
           f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
           f"({result['num_examples']} images{tta})", flush=True)
+    if args.per_class:
+        width = max(map(len, result["per_class_top1"]))
+        for label, top1 in result["per_class_top1"].items():
+            print(f"  {label:<{width}}  " + ("no images" if top1 is None else f"{top1:6.2f}%"))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        from keras_attention.training import atomic_save
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_save(lambda tmp: Path(tmp).write_text(text), args.json)
     return 0
 
 

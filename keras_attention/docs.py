@@ -1,8 +1,9 @@
 """Renders generated tables into the docs (``python -m keras_attention.docs``).
 
 - the README's model table, from the model registry and the weights registry;
-- ``docs/results.md``'s table of our trained weights, from their registry entries
-  (``weights/*/pretrained.json``: the measured metrics and the command behind them).
+- ``docs/results.md``'s tables of our trained weights, one per training recipe, from
+  their registry entries (``weights/*/pretrained.json``: the measured metrics and the
+  command behind them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 from keras_attention.registry import get_model_entry, list_models
 
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
-RESULTS_BEGIN, RESULTS_END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+# docs/results.md's generated tables: marker name -> the recipe whose weights it lists.
+RESULTS_TABLES = {"results-table": "cifar10_resnet_short.yaml",
+                  "colornet-table": "cifar10_colornet_short.yaml"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,27 +34,30 @@ def model_table() -> str:
     return "\n".join(rows)
 
 
-def results_table(dataset: str = "cifar10") -> str:
-    """Markdown table of our own trained weights on ``dataset``, baseline first.
+def results_table(recipe: str) -> str:
+    """Markdown table of our own trained weights made with ``recipe`` (a file name in
+    ``weights/_recipes``), best top-1 first.
 
     Every number comes from the entry's ``pretrained.json`` (written by the training
-    script from its evaluation on the full split) or is counted from the model.
+    script from its evaluation on the full split) or is counted from the model
+    (trainable parameters; multiply-accumulates for one image at the input size).
     """
     from keras_attention import hub
-    from keras_attention.complexity import count_params
+    from keras_attention.complexity import count_macs, count_params
     from keras_attention.registry import create_model
 
     cfgs = [hub.get_pretrained_cfg(n) for n in list_models(pretrained=True)]
-    cfgs = [c for c in cfgs if c["format"] == "keras" and c["dataset"] == dataset]
-    cfgs.sort(key=lambda c: (c["architecture"] != c["architecture"].split("_")[-1], c["name"]))
-    rows = ["| model | params | top-1 (%) | top-5 (%) | epochs | train time (min) | reproduce |",
-            "|---|---:|---:|---:|---:|---:|---|"]
+    cfgs = [c for c in cfgs if Path((c.get("source") or {}).get("recipe") or "").name == recipe]
+    cfgs.sort(key=lambda c: (-c["metrics"]["top1"], c["name"]))
+    rows = ["| model | params | MACs | top-1 (%) | top-5 (%) | epochs | train time (min) | reproduce |",
+            "|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in cfgs:
-        params = count_params(create_model(c["architecture"], **c["model_kwargs"]))
-        source, m = c.get("source") or {}, c["metrics"]
+        model = create_model(c["architecture"], **c["model_kwargs"])
+        source, m = c["source"], c["metrics"]
         minutes = f"{source['train_time_s'] / 60:.1f}" if source.get("train_time_s") else "n/a"
-        rows.append(f"| `{c['name']}` | {params:,} | {m['top1']:.2f} | {m['top5']:.2f} | "
-                    f"{source.get('epochs', 'n/a')} | {minutes} | `{source.get('command', 'n/a')}` |")
+        rows.append(f"| `{c['name']}` | {count_params(model):,} | {count_macs(model) / 1e6:.1f} M | "
+                    f"{m['top1']:.2f} | {m['top5']:.2f} | {source.get('epochs', 'n/a')} | {minutes} | "
+                    f"`{source.get('command', 'n/a')}` |")
     return "\n".join(rows)
 
 
@@ -68,8 +74,12 @@ def render_readme(text: str) -> str:
 
 
 def render_results(text: str) -> str:
-    """``text`` with the block between the results-table markers replaced by a fresh table."""
-    return _replace_block(text, RESULTS_BEGIN, RESULTS_END, results_table(), "docs/results.md")
+    """``text`` with each results-table block (one per recipe, :data:`RESULTS_TABLES`)
+    replaced by a fresh table."""
+    for marker, recipe in RESULTS_TABLES.items():
+        begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+        text = _replace_block(text, begin, end, results_table(recipe), "docs/results.md")
+    return text
 
 
 def main(argv=None) -> int:

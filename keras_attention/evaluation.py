@@ -174,8 +174,9 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
         preprocessing: :class:`keras_attention.data.Preprocessing`.
 
     Returns:
-        ``{"top1", "top5", "loss", "num_examples", "tta"}`` (``top5`` is top-k with
-        k = min(5, number of classes)).
+        ``{"top1", "top5", "loss", "num_examples", "tta", "per_class_top1"}`` (percent;
+        ``top5`` is top-k with k = min(5, number of classes); ``per_class_top1[i]`` is the
+        top-1 accuracy over the images of class ``i``, ``None`` for a class without images).
     """
     from keras_attention.data import eval_dataset
     from keras_attention.training import outputs_probabilities
@@ -190,6 +191,8 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
                          f"classes.")
     k = min(5, n_out)
     correct1 = correct5 = seen = 0
+    class_seen = np.zeros(source.num_classes, np.int64)
+    class_correct = np.zeros(source.num_classes, np.int64)
     nll = 0.0
     batches = ds.as_numpy_iterator()
     if progress:
@@ -205,7 +208,10 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
             else:
                 probs = _probabilities(model, images, is_prob)
             labels = labels.astype(np.int64)
-            correct1 += int(topk_correct(probs, labels, 1).sum())
+            hit1 = topk_correct(probs, labels, 1)
+            correct1 += int(hit1.sum())
+            np.add.at(class_seen, labels, 1)
+            np.add.at(class_correct, labels, hit1.astype(np.int64))
             correct5 += int(topk_correct(probs, labels, k).sum())
             nll += float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).sum())
             seen += len(labels)
@@ -215,8 +221,9 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
         raise
     if seen == 0:
         raise ValueError(f"{source.describe()}: no examples to evaluate.")
+    per_class = [100.0 * c / n if n else None for c, n in zip(class_correct, class_seen)]
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
-            "loss": nll / seen, "num_examples": seen, "tta": tta}
+            "loss": nll / seen, "num_examples": seen, "tta": tta, "per_class_top1": per_class}
 
 
 def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *,
@@ -228,6 +235,10 @@ def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *
     ``dataset`` and ``split`` default to the model's ``pretrained.json``
     (``dataset``; ``metrics.split``). A class-folder dataset is mapped onto the
     model's label names.
+
+    Returns:
+        :func:`evaluate_model`'s result with ``per_class_top1`` keyed by label name, plus
+        ``model``, ``dataset`` and ``split``.
     """
     from keras_attention.data import load_source
 
@@ -241,6 +252,7 @@ def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *
                          skip_corrupt=skip_corrupt, verify=verify, download=download)
     result = evaluate_model(loaded.model, source, loaded.preprocessing, batch_size=batch_size,
                             tta=tta, progress=progress)
+    result["per_class_top1"] = dict(zip(source.label_names, result["per_class_top1"]))
     result.update({"model": loaded.name, "dataset": dataset, "split": split})
     return result
 

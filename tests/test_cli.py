@@ -95,10 +95,14 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys, monkeypatch):
     assert main(["predict", str(run / "model.keras"), files[1], "--json", "--top-k", "2"]) == 0
     js = json.loads(capsys.readouterr().out)
     assert js[0]["file"] == files[1] and len(js[0]["top"]) == 2
+    result_json = tmp_path / "eval.json"
     assert main(["evaluate", str(run / "model.keras"), "--split", "test[:100]", "--tta",
-                 "five_crop_flip", "--no-progress"]) == 0
+                 "five_crop_flip", "--no-progress", "--per-class", "--json", str(result_json)]) == 0
     out = capsys.readouterr().out
     assert "TTA five_crop_flip" in out and "(100 images" in out
+    result = json.loads(result_json.read_text())
+    assert list(result["per_class_top1"]) == cfg["label_names"]
+    assert all(f"  {name}" in out for name in cfg["label_names"])
     # the main job's command, on this run folder: evaluate, compare with the card, classify
     assert main(["demo", str(run), "--images", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -1,4 +1,4 @@
-from keras_attention.docs import BEGIN, END, RESULTS_BEGIN, render_readme, render_results
+from keras_attention.docs import BEGIN, END, RESULTS_TABLES, render_readme, render_results
 from tests.helpers import REPO_ROOT
 
 
@@ -11,5 +11,18 @@ def test_readme_model_table_is_generated_and_current():
 
 def test_results_table_is_generated_from_the_registry_and_current():
     text = (REPO_ROOT / "docs" / "results.md").read_text()
-    assert RESULTS_BEGIN in text
+    assert all(f"<!-- {marker}:begin -->" in text for marker in RESULTS_TABLES)
     assert render_results(text) == text, "docs/results.md is stale: run `python -m keras_attention.docs`"
+
+
+def test_every_trained_weight_is_in_a_results_table():
+    from keras_attention import hub
+    from keras_attention.registry import list_models
+
+    ours = [hub.get_pretrained_cfg(n) for n in list_models(pretrained=True)]
+    ours = [c for c in ours if c["format"] == "keras"]
+    assert ours
+    text = (REPO_ROOT / "docs" / "results.md").read_text()
+    for cfg in ours:
+        assert cfg["source"]["recipe"].split("/")[-1] in RESULTS_TABLES.values(), cfg["name"]
+        assert f"| `{cfg['name']}` |" in text, cfg["name"]

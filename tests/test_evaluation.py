@@ -73,6 +73,9 @@ def test_top1_top5_exact_on_real_cifar(cifar_test, labels300):
     assert result["num_examples"] == 300
     assert result["top1"] == pytest.approx(100 * np.mean(labels300 == 3))
     assert result["top5"] == pytest.approx(100 * np.mean(np.isin(labels300, [3, 9, 8, 7, 6])))
+    # a constant "class 3" model: 100% on class 3, 0% on every other class present
+    assert result["per_class_top1"] == [None if not np.any(labels300 == c) else 100.0 * (c == 3)
+                                        for c in range(10)]
     p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert result["loss"] == pytest.approx(float(-np.log(p[labels300]).mean()), rel=1e-5)
     for tta in ("flip", "five_crop", "five_crop_flip"):  # views of a constant model agree
@@ -87,6 +90,9 @@ def test_flip_tta_averages_the_mirrored_view(cifar_test, labels300):
     plain = evaluate_model(model, cifar_test, CIFAR_PRE, progress=False)
     flip = evaluate_model(model, cifar_test, CIFAR_PRE, tta="flip", progress=False)
     assert flip["top1"] == pytest.approx(100 * np.mean(labels300 == 1))
+    counts = np.bincount(labels300, minlength=10)
+    per_class = np.array([0.0 if v is None else v for v in plain["per_class_top1"]])
+    assert np.sum(per_class * counts) / 100 == pytest.approx(plain["top1"] / 100 * 300)
     assert plain["top1"] != flip["top1"]
     with pytest.raises(ValueError, match="tta must be"):
         evaluate_model(model, cifar_test, CIFAR_PRE, tta="ten_crop")
