@@ -1119,6 +1119,12 @@ def _training_card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | 
         "|---|---|---|---|",
         f"| {m['top1']:.2f} | {m['top5']:.2f} | {m.get('split')} | `{m.get('command')}` |",
         "",
+    ]
+    if m.get("per_class_top1"):
+        lines += ["Top-1 per class (%): " + ", ".join(
+            f"{label} {'n/a' if v is None else f'{v:.1f}'}" for label, v in m["per_class_top1"].items())
+            + ".", ""]
+    lines += [
         "## Training",
         "",
         f"- recipe: `weights/{source.get('recipe')}`; reproduce with `{source.get('command')}`",

@@ -599,6 +599,7 @@ def pretrained_config(cfg: TrainConfig, label_names, model_kwargs, weights_path:
         "paper": _paper_for(arch),
         "dataset": cfg.dataset if not os.path.isdir(cfg.dataset) else Path(cfg.dataset).name,
         "metrics": {"top1": top.get("top1"), "top5": top.get("top5"),
+                    "per_class_top1": top.get("per_class_top1"),
                     "split": cfg.val_split, "dataset": cfg.dataset,
                     "command": f"keras-attention evaluate {arch}.{tag} --dataset {cfg.dataset} "
                                f"--split {cfg.val_split}" if cfg.val_split else None},
@@ -811,6 +812,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
         result = evaluate_model(export, val_src, pre, batch_size=max(cfg.batch_size, 100),
                                 progress=bool(cfg.verbose))
         metrics.update({"split": cfg.val_split, "top1": result["top1"], "top5": result["top5"],
+                        "per_class_top1": dict(zip(val_src.label_names, result["per_class_top1"])),
                         "eval_cross_entropy": result["loss"],
                         "num_eval_examples": result["num_examples"]})
     if train_src.skipped_files:

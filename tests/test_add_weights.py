@@ -21,6 +21,7 @@ def _fake_run(path, model):
                    default=True)
     cfg["source"] = {"recipe": "recipes/cifar10_resnet_short.yaml", "command": "keras-attention train ...",
                      "hardware": "CPU x86_64 x2 (tensorflow)", "epochs": 5}
+    cfg["metrics"]["per_class_top1"] = {"cat": 91.0, "dog": None}
     (path / "pretrained.json").write_text(json.dumps(cfg))
     (path / "metrics.json").write_text(json.dumps({
         "trainable_params": 123, "num_eval_examples": 10000, "steps_per_epoch": 390, "precision": "float32",
@@ -42,7 +43,8 @@ def test_run_becomes_a_loadable_entry_with_a_card(tmp_path, tiny_registry):
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: keras")
     for text in ("| 91.50 | 99.25 | test |", cfg["files"]["model.weights.h5"]["sha256"], "Shortened recipe.",
-                 "weights/_recipes/cifar10_resnet_short.yaml", "10.0 min"):
+                 "weights/_recipes/cifar10_resnet_short.yaml", "10.0 min",
+                 "Top-1 per class (%): cat 91.0, dog n/a."):
         assert text in card
     entry = json.loads((folder / "pretrained.json").read_text())
     assert entry["source"]["recipe"] == "_recipes/cifar10_resnet_short.yaml"

@@ -138,6 +138,8 @@ def test_short_real_cifar10_run_loss_goes_down_and_writes_outputs(tmp_path):
     assert cfg_json["name"] == "resnet20.cifar10" and cfg_json["format"] == "keras"
     assert cfg_json["label_names"][0] == "airplane" and cfg_json["mean"][0] == 0.4914
     assert cfg_json["metrics"]["top1"] == pytest.approx(metrics["top1"])
+    per_class = cfg_json["metrics"]["per_class_top1"]
+    assert list(per_class) == cfg_json["label_names"] and per_class == metrics["per_class_top1"]
     assert len(cfg_json["files"]["model.weights.h5"]["sha256"]) == 64
     # model.keras and the weights file (loaded into create_model) are the same model
     from keras_attention import create_model
