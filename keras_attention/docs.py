@@ -18,6 +18,7 @@ BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
 # docs/results.md's generated tables: marker name -> the recipe whose weights it lists.
 RESULTS_TABLES = {"results-table": "cifar10_resnet_short.yaml",
                   "colornet-table": "cifar10_colornet_short.yaml"}
+PER_CLASS_TABLES = {"colornet-per-class": "cifar10_colornet_short.yaml"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,6 +62,30 @@ def results_table(recipe: str) -> str:
     return "\n".join(rows)
 
 
+def per_class_table(recipe: str) -> str:
+    """Markdown table of the per-class top-1 (%) of the weights made with ``recipe`` that
+    record it (``metrics.per_class_top1``), best overall top-1 first; the best model of
+    each class in bold."""
+    from keras_attention import hub
+
+    cfgs = [hub.get_pretrained_cfg(n) for n in list_models(pretrained=True)]
+    cfgs = [c for c in cfgs if Path((c.get("source") or {}).get("recipe") or "").name == recipe
+            and c["metrics"].get("per_class_top1")]
+    if not cfgs:
+        return "(no weights of this recipe record per-class accuracy)"
+    cfgs.sort(key=lambda c: (-c["metrics"]["top1"], c["name"]))
+    labels = list(cfgs[0]["metrics"]["per_class_top1"])
+    best = {label: max((c["metrics"]["per_class_top1"][label] or 0.0) for c in cfgs) for label in labels}
+    rows = ["| model | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for c in cfgs:
+        cells = []
+        for label in labels:
+            v = c["metrics"]["per_class_top1"].get(label)
+            cells.append("n/a" if v is None else f"**{v:.1f}**" if v == best[label] else f"{v:.1f}")
+        rows.append(f"| `{c['name']}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def _replace_block(text: str, begin: str, end: str, table: str, what: str) -> str:
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
@@ -74,11 +99,16 @@ def render_readme(text: str) -> str:
 
 
 def render_results(text: str) -> str:
-    """``text`` with each results-table block (one per recipe, :data:`RESULTS_TABLES`)
-    replaced by a fresh table."""
+    """``text`` with each generated block (:data:`RESULTS_TABLES`, :data:`PER_CLASS_TABLES`:
+    marker name -> recipe) replaced by a fresh table."""
+    def fill(text, marker, table):
+        return _replace_block(text, f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->", table,
+                              "docs/results.md")
+
     for marker, recipe in RESULTS_TABLES.items():
-        begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-        text = _replace_block(text, begin, end, results_table(recipe), "docs/results.md")
+        text = fill(text, marker, results_table(recipe))
+    for marker, recipe in PER_CLASS_TABLES.items():
+        text = fill(text, marker, per_class_table(recipe))
     return text
 
 
