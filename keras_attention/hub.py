@@ -1128,7 +1128,8 @@ def _training_card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | 
         "## Training",
         "",
         f"- recipe: `weights/{source.get('recipe')}`; reproduce with `{source.get('command')}`",
-        f"- {train_cfg['epochs']} epochs x {metrics.get('steps_per_epoch')} steps, batch {train_cfg['batch_size']}, "
+        f"- {train_cfg['epochs']} epoch{'s' if train_cfg['epochs'] != 1 else ''} x "
+        f"{metrics.get('steps_per_epoch')} steps, batch {train_cfg['batch_size']}, "
         f"{train_cfg['optimizer']} (lr {train_cfg['lr']}, momentum {train_cfg.get('momentum')}, nesterov "
         f"{train_cfg.get('nesterov')}), cosine schedule with {train_cfg.get('warmup_epochs')} warmup epoch(s), "
         f"weight decay {train_cfg.get('weight_decay')} ({train_cfg.get('weight_decay_mode')}), label smoothing "

@@ -18,9 +18,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
+IMAGENETTE = SHARED_DATA / "imagenette-160"
+needs_cifar = pytest.mark.skipif(not (TFDS_DIR / "cifar10").is_dir(),
+                                 reason="prepared CIFAR-10 not found in ../shared/data")
 
 
 def random_images(shape, seed=0, low=None, high=None):

@@ -9,12 +9,9 @@ import sys
 import pytest
 
 from keras_attention.cli import _train_values, build_parser, main
-from tests.helpers import REPO_ROOT, SHARED_DATA
+from tests.helpers import REPO_ROOT, TFDS_DIR, needs_cifar
 
-TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
 RECIPE = str(REPO_ROOT / "weights" / "_recipes" / "cifar10_resnet.yaml")
-needs_cifar = pytest.mark.skipif(not (TFDS_DIR / "cifar10").is_dir(),
-                                 reason="prepared CIFAR-10 not found in ../shared/data")
 
 
 def _values(argv):

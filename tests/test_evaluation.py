@@ -13,12 +13,8 @@ import keras_attention as ka
 from keras_attention.data import CIFAR10_MEAN, CIFAR10_STD, Preprocessing, eval_dataset, load_tfds
 from keras_attention.evaluation import (evaluate, evaluate_model, load_for_inference, predict,
                                         topk_correct)
-from tests.helpers import SHARED_DATA
+from tests.helpers import IMAGENETTE, TFDS_DIR, needs_cifar
 
-TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
-IMAGENETTE = SHARED_DATA / "imagenette-160"
-needs_cifar = pytest.mark.skipif(not (TFDS_DIR / "cifar10").is_dir(),
-                                 reason="prepared CIFAR-10 not found in ../shared/data")
 CIFAR_PRE = Preprocessing(input_size=(32, 32, 3), crop_pct=1.0, mean=CIFAR10_MEAN,
                           std=CIFAR10_STD, recipe="cifar")
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

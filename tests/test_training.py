@@ -16,11 +16,8 @@ import pytest
 
 from keras_attention.training import (TrainConfig, WarmupCosine, apply_l2, build_optimizer,
                                       decay_variables, list_checkpoints, load_recipe, train)
-from tests.helpers import REPO_ROOT, SHARED_DATA
+from tests.helpers import REPO_ROOT, TFDS_DIR, needs_cifar
 
-TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
-needs_cifar = pytest.mark.skipif(not (TFDS_DIR / "cifar10").is_dir(),
-                                 reason="prepared CIFAR-10 not found in ../shared/data")
 RECIPE = REPO_ROOT / "weights" / "_recipes" / "cifar10_resnet.yaml"
 
 

@@ -105,7 +105,8 @@ def colornet(*, spaces=COLOR_SPACES, depth: int = 40, growth_rate: int = 12,
     Returns:
         A functional ``keras.Model``. Layer names: ``{space}_convert``, ``{space}_stem_conv``,
         ``{space}_block{b}_layer{l}_conv2``, ..., ``{space}_head_fc`` (the branch's
-        logits), ``branch_logits`` (their concatenation) and ``head_fc`` (the combiner;
+        logits; with several spaces they are trained only through the combiner and are
+        not a classifier on their own), ``branch_logits`` (their concatenation) and ``head_fc`` (the combiner;
         absent with a single space, whose ``{space}_head_fc`` is then the output).
 
     Raises:

@@ -8,7 +8,8 @@ from keras_attention.layers import COLOR_SPACES, ColorSpaceConversion
 from keras_attention.models.colornet import colornet
 from keras_attention.complexity import count_macs
 from keras_attention.registry import create_model, get_model_entry, list_models
-from tests.helpers import check_fresh_process_reload, count_trainable_params, random_images
+from tests.helpers import (TFDS_DIR, check_fresh_process_reload, count_trainable_params, needs_cifar,
+                           random_images)
 
 # Branch counts established in tests/models/test_densenet.py (official DenseNet structure).
 DENSENET_BC_40_12 = 176_122
@@ -153,3 +154,22 @@ def test_invalid_arguments(kwargs, match):
 def test_single_space_names_do_not_take_spaces():
     with pytest.raises(ValueError, match="single-space"):
         create_model("colornet40_12_rgb", spaces=("lab",))
+
+
+# Measured on test[:500] with `keras-attention evaluate NAME --split "test[:500]"` (TF and JAX
+# agree); the tolerance allows two images to flip between backends/BLAS builds.
+SHIPPED_SLICE_TOP1 = {"colornet40_12.cifar10": 64.2, "colornet40_12_yuv.cifar10": 67.6}
+
+
+@needs_cifar
+@pytest.mark.parametrize("name", sorted(SHIPPED_SLICE_TOP1))
+def test_shipped_cifar10_weights_load_offline_and_classify_real_images(name):
+    import keras_attention
+    from keras_attention.data import load_tfds
+    from keras_attention.evaluation import evaluate_model, load_for_inference
+    cfg = keras_attention.get_pretrained_cfg(name)
+    assert cfg["source"]["recipe"] == "_recipes/cifar10_colornet_short.yaml"
+    loaded = load_for_inference(name)
+    source = load_tfds("cifar10", "test[:500]", data_dir=TFDS_DIR, download=False)
+    result = evaluate_model(loaded.model, source, loaded.preprocessing, progress=False)
+    assert abs(result["top1"] - SHIPPED_SLICE_TOP1[name]) <= 0.4, result
