@@ -24,6 +24,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from keras_attention._errors import InvalidInputError
 
 TTA_MODES = ("none", "flip", "five_crop", "five_crop_flip")
 
@@ -48,7 +49,7 @@ def _read_cfg(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+        raise InvalidInputError(f"{str(path)!r} is not valid JSON: {err}") from None
 
 
 def _from_cfg(model: keras.Model, cfg: dict, name: str) -> LoadedModel:
@@ -60,7 +61,7 @@ def _from_cfg(model: keras.Model, cfg: dict, name: str) -> LoadedModel:
     if not labels:
         labels = [f"class_{i}" for i in range(num_classes)]
     if len(labels) != num_classes:
-        raise ValueError(f"{name}: {len(labels)} label names for a model with {num_classes} "
+        raise InvalidInputError(f"{name}: {len(labels)} label names for a model with {num_classes} "
                          f"outputs.")
     return LoadedModel(model, pre, list(labels), name, cfg)
 
@@ -95,14 +96,14 @@ def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | Non
         elif (path / "model.weights.h5").is_file():
             model_path = path / "model.weights.h5"
         else:
-            raise ValueError(f"Folder {str(path)!r} holds neither model.keras nor "
+            raise InvalidInputError(f"Folder {str(path)!r} holds neither model.keras nor "
                              f"model.weights.h5.")
     elif path.is_file():
         model_path = path
         cfg_path = path.parent / "pretrained.json"
     else:
         if str(spec).endswith((".keras", ".h5")) or os.sep in str(spec):
-            raise ValueError(f"Model file or folder {str(spec)!r} does not exist.")
+            raise InvalidInputError(f"Model file or folder {str(spec)!r} does not exist.")
         return _load_pretrained(str(spec), config)
     cfg = _read_cfg(cfg_path) if cfg_path.is_file() else {}
     cfg.update(config or {})
@@ -110,13 +111,13 @@ def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | Non
         model = keras.saving.load_model(model_path, compile=False)
     elif model_path.name.endswith(".weights.h5"):
         if "architecture" not in cfg:
-            raise ValueError(f"{str(model_path)!r} holds weights only; it needs a pretrained.json "
+            raise InvalidInputError(f"{str(model_path)!r} holds weights only; it needs a pretrained.json "
                              f"with 'architecture' and 'model_kwargs' next to it.")
         from keras_attention.registry import create_model
         model = create_model(cfg["architecture"], **cfg.get("model_kwargs", {}))
         model.load_weights(model_path)
     else:
-        raise ValueError(f"{str(model_path)!r}: expected a .keras or .weights.h5 file.")
+        raise InvalidInputError(f"{str(model_path)!r}: expected a .keras or .weights.h5 file.")
     if not cfg:
         import warnings
         warnings.warn(f"No pretrained.json next to {str(model_path)!r}: using the model's input "
@@ -129,7 +130,7 @@ def _load_pretrained(name: str, config: dict | None) -> LoadedModel:
     load = getattr(ka, "load", None)
     get_cfg = getattr(ka, "get_pretrained_cfg", None)
     if load is None or get_cfg is None:
-        raise ValueError(f"{name!r} is not a model file or folder, and this installation has no "
+        raise InvalidInputError(f"{name!r} is not a model file or folder, and this installation has no "
                          f"pretrained-weights loader (keras_attention.load).")
     cfg = dict(get_cfg(name))
     cfg.update(config or {})
@@ -182,12 +183,12 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
     from keras_attention.training import outputs_probabilities
 
     if tta not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}; received {tta!r}.")
+        raise InvalidInputError(f"tta must be one of {TTA_MODES}; received {tta!r}.")
     is_prob = outputs_probabilities(model)
     ds = eval_dataset(source, preprocessing, batch_size, tta=None if tta == "none" else tta)
     n_out = int(model.output_shape[-1])
     if n_out < source.num_classes:
-        raise ValueError(f"The model has {n_out} outputs but the data has {source.num_classes} "
+        raise InvalidInputError(f"The model has {n_out} outputs but the data has {source.num_classes} "
                          f"classes.")
     k = min(5, n_out)
     correct1 = correct5 = seen = 0
@@ -220,7 +221,7 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
         _explain_decode_error(err, source)
         raise
     if seen == 0:
-        raise ValueError(f"{source.describe()}: no examples to evaluate.")
+        raise InvalidInputError(f"{source.describe()}: no examples to evaluate.")
     per_class = [100.0 * c / n if n else None for c, n in zip(class_correct, class_seen)]
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
             "loss": nll / seen, "num_examples": seen, "tta": tta, "per_class_top1": per_class}
@@ -246,7 +247,7 @@ def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *
     dataset = dataset or loaded.config.get("dataset")
     split = split or (loaded.config.get("metrics") or {}).get("split") or "test"
     if not dataset:
-        raise ValueError("No --dataset given and the model's config names none.")
+        raise InvalidInputError("No --dataset given and the model's config names none.")
     labels = loaded.label_names if loaded.config.get("label_names") else None
     source = load_source(dataset, split, data_dir=data_dir, label_names=labels,
                          skip_corrupt=skip_corrupt, verify=verify, download=download)
@@ -272,15 +273,15 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"Image file {path!r} does not exist.")
+        raise InvalidInputError(f"Image file {path!r} does not exist.")
     reason = _check_header(path)
     if reason:
-        raise ValueError(f"Image file {path!r} {reason}.")
+        raise InvalidInputError(f"Image file {path!r} {reason}.")
     try:
         with open(path, "rb") as f:
             return decode_image(tf.constant(f.read())).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
-        raise ValueError(f"Image file {path!r} cannot be decoded: {err.message.strip()}") from None
+        raise InvalidInputError(f"Image file {path!r} cannot be decoded: {err.message.strip()}") from None
 
 
 def preprocess_images(images, preprocessing) -> np.ndarray:
@@ -306,11 +307,11 @@ def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
             ``top_k`` < 1.
     """
     if top_k < 1:
-        raise ValueError(f"top_k must be >= 1; received {top_k}.")
+        raise InvalidInputError(f"top_k must be >= 1; received {top_k}.")
     loaded = model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec)
     paths = [os.fspath(p) for p in image_paths]
     if not paths:
-        raise ValueError("No image files given.")
+        raise InvalidInputError("No image files given.")
     images = [load_image_file(p) for p in paths]  # fails early, naming the file
     k = min(top_k, len(loaded.label_names))
     results = []

@@ -52,7 +52,7 @@ from typing import Callable
 
 import keras
 
-from keras_attention._errors import did_you_mean
+from keras_attention._errors import KerasAttentionError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos3", "lanczos5")
 
 
-class WeightsError(Exception):
+class WeightsError(KerasAttentionError):
     """Base class of the errors of this module."""
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import keras
 
-from keras_attention._errors import did_you_mean
+from keras_attention._errors import InvalidInputError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,14 @@ def get_model_entry(name: str) -> ModelEntry:
     """The entry of architecture ``name`` (a tag after a dot is ignored).
 
     Raises:
-        ValueError: unknown name; the message lists the closest registered names.
+        InvalidInputError: (a ``ValueError``) unknown name; the message lists the closest
+            registered names.
     """
     _ensure_models_imported()
     arch, _ = split_model_name(name)
     if arch not in _MODELS:
         hint = did_you_mean(arch, _MODELS, n=5)
-        raise ValueError(f"Unknown model {name!r}.{hint} See keras_attention.list_models() "
+        raise InvalidInputError(f"Unknown model {name!r}.{hint} See keras_attention.list_models() "
                          f"for all {len(_MODELS)} names.")
     return _MODELS[arch]
 

@@ -52,6 +52,7 @@ import keras
 import numpy as np
 
 from keras_attention._errors import did_you_mean
+from keras_attention._errors import InvalidInputError
 
 PRECISIONS = {"off": "float32", "float32": "float32", "float16": "mixed_float16",
               "bfloat16": "mixed_bfloat16"}
@@ -101,11 +102,11 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak_lr, total_steps, warmup_steps=0, warmup_init_lr=0.0, final_lr=0.0):
         if not peak_lr > 0:
-            raise ValueError(f"peak_lr must be > 0; received {peak_lr}.")
+            raise InvalidInputError(f"peak_lr must be > 0; received {peak_lr}.")
         if int(total_steps) <= 0:
-            raise ValueError(f"total_steps must be > 0; received {total_steps}.")
+            raise InvalidInputError(f"total_steps must be > 0; received {total_steps}.")
         if not 0 <= int(warmup_steps) < int(total_steps) and int(warmup_steps) != 0:
-            raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}); received "
+            raise InvalidInputError(f"warmup_steps must be in [0, total_steps={total_steps}); received "
                              f"{warmup_steps}.")
         self.peak_lr = float(peak_lr)
         self.total_steps = int(total_steps)
@@ -211,28 +212,28 @@ class TrainConfig:
             setattr(self, name, tuple(getattr(self, name)))
         self.model_kwargs = dict(self.model_kwargs or {})
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; received {self.optimizer!r}.")
+            raise InvalidInputError(f"optimizer must be one of {OPTIMIZERS}; received {self.optimizer!r}.")
         if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of off, float16, bfloat16; received "
+            raise InvalidInputError(f"mixed_precision must be one of off, float16, bfloat16; received "
                              f"{self.mixed_precision!r}.")
         if self.distribute not in DISTRIBUTE:
-            raise ValueError(f"distribute must be one of {DISTRIBUTE}; received "
+            raise InvalidInputError(f"distribute must be one of {DISTRIBUTE}; received "
                              f"{self.distribute!r}.")
         if self.weight_decay_mode not in ("auto", "l2", "decoupled"):
-            raise ValueError(f"weight_decay_mode must be 'auto', 'l2' or 'decoupled'; received "
+            raise InvalidInputError(f"weight_decay_mode must be 'auto', 'l2' or 'decoupled'; received "
                              f"{self.weight_decay_mode!r}.")
         for name in ("epochs", "batch_size", "val_every", "steps_per_execution"):
             if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be a positive integer; received "
+                raise InvalidInputError(f"{name} must be a positive integer; received "
                                  f"{getattr(self, name)!r}.")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0; received {self.lr}.")
+            raise InvalidInputError(f"lr must be > 0; received {self.lr}.")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1); received {self.label_smoothing}.")
+            raise InvalidInputError(f"label_smoothing must be in [0, 1); received {self.label_smoothing}.")
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0; received {self.weight_decay}.")
+            raise InvalidInputError(f"weight_decay must be >= 0; received {self.weight_decay}.")
         if not 0 <= self.warmup_epochs < self.epochs and self.warmup_epochs != 0:
-            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}); received "
+            raise InvalidInputError(f"warmup_epochs must be in [0, epochs={self.epochs}); received "
                              f"{self.warmup_epochs}.")
 
     @property
@@ -252,7 +253,7 @@ class TrainConfig:
         unknown = [k for k in values if k not in names]
         if unknown:
             hints = "".join(f" {k!r}:{did_you_mean(k, names) or ' no close name.'}" for k in unknown)
-            raise ValueError(f"Unknown training option(s) {unknown}.{hints}")
+            raise InvalidInputError(f"Unknown training option(s) {unknown}.{hints}")
         return cls(**values)
 
 
@@ -261,7 +262,7 @@ def load_recipe(path: str | os.PathLike) -> dict:
     :class:`TrainConfig` fields (a ``description`` key is allowed and dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"Recipe file {str(path)!r} does not exist.")
+        raise InvalidInputError(f"Recipe file {str(path)!r} does not exist.")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
         import tomllib
@@ -270,9 +271,9 @@ def load_recipe(path: str | os.PathLike) -> dict:
         import yaml
         values = yaml.safe_load(text) or {}
     else:
-        raise ValueError(f"Recipe {str(path)!r}: expected a .yaml, .yml or .toml file.")
+        raise InvalidInputError(f"Recipe {str(path)!r}: expected a .yaml, .yml or .toml file.")
     if not isinstance(values, dict):
-        raise ValueError(f"Recipe {str(path)!r} must hold a mapping of options; got "
+        raise InvalidInputError(f"Recipe {str(path)!r} must hold a mapping of options; got "
                          f"{type(values).__name__}.")
     values.pop("description", None)
     values.setdefault("recipe", str(path))
@@ -302,7 +303,7 @@ def make_strategy(distribute: str):
         return None, 1
     if distribute in ("mirrored", "multiworker"):
         if backend != "tensorflow":
-            raise ValueError(f"--distribute {distribute} needs KERAS_BACKEND=tensorflow (running "
+            raise InvalidInputError(f"--distribute {distribute} needs KERAS_BACKEND=tensorflow (running "
                              f"{backend}); on JAX use --distribute data_parallel.")
         import tensorflow as tf
         if distribute == "multiworker":
@@ -314,12 +315,12 @@ def make_strategy(distribute: str):
         return strategy, strategy.num_replicas_in_sync
     if distribute == "data_parallel":
         if backend != "jax":
-            raise ValueError(f"--distribute data_parallel needs KERAS_BACKEND=jax (running "
+            raise InvalidInputError(f"--distribute data_parallel needs KERAS_BACKEND=jax (running "
                              f"{backend}); on TensorFlow use --distribute mirrored.")
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         return None, len(devices)
-    raise ValueError(f"distribute must be one of {DISTRIBUTE}; received {distribute!r}.")
+    raise InvalidInputError(f"distribute must be one of {DISTRIBUTE}; received {distribute!r}.")
 
 
 def _chief_worker(strategy) -> tuple[bool, int]:
@@ -664,10 +665,10 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
         diffs = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
                  if k not in TrainConfig.RUNTIME_FIELDS and saved.get(k) != v}
         if diffs:
-            raise ValueError(f"Cannot resume {str(out)!r}: options differ from the saved run "
+            raise InvalidInputError(f"Cannot resume {str(out)!r}: options differ from the saved run "
                              f"(saved, given): {diffs}.")
     elif not cfg.resume and list_checkpoints(ckpt_dir):
-        raise ValueError(f"{str(out)!r} already holds checkpoints; pass --resume to continue "
+        raise InvalidInputError(f"{str(out)!r} already holds checkpoints; pass --resume to continue "
                          f"that run or choose another --output.")
 
     configure_logical_cpus(cfg.logical_cpus)
@@ -682,7 +683,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
         ckpt_dir = out / "checkpoints"
         saved_cfg_path = out / "train_config.json"
     if cfg.batch_size % replicas:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {replicas} "
+        raise InvalidInputError(f"batch_size {cfg.batch_size} must be divisible by the {replicas} "
                          f"replicas.")
 
     pre = kdata.Preprocessing(input_size=cfg.input_size, crop_pct=cfg.crop_pct,
@@ -702,7 +703,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
     checkpoints = list_checkpoints(ckpt_dir) if cfg.resume else []
     initial_epoch = checkpoints[-1][0] if checkpoints else 0
     if initial_epoch > cfg.epochs:
-        raise ValueError(f"The checkpoint is at epoch {initial_epoch}, beyond epochs={cfg.epochs}.")
+        raise InvalidInputError(f"The checkpoint is at epoch {initial_epoch}, beyond epochs={cfg.epochs}.")
     out.mkdir(parents=True, exist_ok=True)
     _write_json(saved_cfg_path, cfg.to_dict())
 
@@ -739,7 +740,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
                 model.load_weights(checkpoints[-1][1])
         done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if done != initial_epoch * steps:
-            raise ValueError(f"Checkpoint {checkpoints[-1][1]} holds {done} optimizer steps; "
+            raise InvalidInputError(f"Checkpoint {checkpoints[-1][1]} holds {done} optimizer steps; "
                              f"expected {initial_epoch} epochs x {steps} steps = "
                              f"{initial_epoch * steps}. Were batch size or data changed?")
         schedule = make_schedule(cfg, steps)

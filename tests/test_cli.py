@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from keras_attention.cli import _train_values, build_parser, main
+from keras_attention.cli import build_parser, main
+from keras_attention.cli._train import _train_values
 from tests.helpers import REPO_ROOT, TFDS_DIR, needs_cifar
 
 RECIPE = str(REPO_ROOT / "weights" / "_recipes" / "cifar10_resnet.yaml")
@@ -33,7 +34,7 @@ def test_flags_override_the_recipe_and_set_sets_any_key(tmp_path):
 def test_resume_starts_from_the_saved_run(tmp_path):
     (tmp_path / "train_config.json").write_text(json.dumps({"model": "gc_resnet20", "lr": 0.3,
                                                             "epochs": 7}))
-    v = _values(["--recipe", RECIPE, "--output", str(tmp_path), "--resume", "--verbose", "2"])
+    v = _values(["--recipe", RECIPE, "--output", str(tmp_path), "--resume", "--progress", "2"])
     assert (v["model"], v["lr"], v["epochs"], v["verbose"]) == ("gc_resnet20", 0.3, 7, 2)
     assert v["resume"] is True
 
@@ -66,7 +67,7 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     _run(["-m", "keras_attention.cli", "train", "--recipe", RECIPE, "--model", "se_resnet20",
           "--train-split", "train[:512]", "--val-split", "test[:200]", "--epochs", "1",
-          "--batch-size", "64", "--warmup-epochs", "0", "--verbose", "2", "--output", str(run)])
+          "--batch-size", "64", "--warmup-epochs", "0", "--progress", "2", "--output", str(run)])
     cfg = json.loads((run / "pretrained.json").read_text())
     assert cfg["name"] == "se_resnet20.cifar10"
     assert "--model se_resnet20" in cfg["source"]["command"]

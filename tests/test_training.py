@@ -201,7 +201,7 @@ def _weights(path):
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
     args = ["train", "--recipe", str(RECIPE), "--train-split", "train[:768]", "--val-split",
             "test[:64]", "--epochs", "3", "--batch-size", "32", "--warmup-epochs", "0.5",
-            "--deterministic", "true", "--verbose", "2"]
+            "--deterministic", "true", "--progress", "2"]
     a = _cli(args + ["--output", str(tmp_path / "A")])
     b = _cli(args + ["--output", str(tmp_path / "B")])
     ckpts = tmp_path / "B" / "checkpoints"
@@ -244,7 +244,7 @@ def test_two_replicas_on_cpu(tmp_path, backend, extra):
     out = _finish(_cli(["train", "--recipe", str(RECIPE), "--train-split", "train[:256]",
                         "--val-split", "test[:64]", "--epochs", "1", "--batch-size", "32",
                         "--warmup-epochs", "0",
-                        "--verbose", "2", "--output", str(tmp_path / "run"), *extra], env))
+                        "--progress", "2", "--output", str(tmp_path / "run"), *extra], env))
     assert "on 2 replica(s)" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["backend"] == backend

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import tensorflow as tf
+from keras_attention._errors import InvalidInputError
 
 RECIPES = ("cifar", "imagenet", "none")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
@@ -39,7 +40,7 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
 
 def _resize(image, size, interpolation):
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; received "
+        raise InvalidInputError(f"interpolation must be one of {INTERPOLATIONS}; received "
                          f"{interpolation!r}.")
     out = tf.image.resize(tf.cast(image, tf.float32), size, method=interpolation,
                           antialias=interpolation != "nearest")

@@ -18,6 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from keras_attention.data.source import ImageSource
+from keras_attention._errors import InvalidInputError
 
 # Magic numbers of the formats tf.io.decode_image reads.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
@@ -116,25 +117,25 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"Dataset folder {str(root)!r} does not exist or is not a folder.")
+        raise InvalidInputError(f"Dataset folder {str(root)!r} does not exist or is not a folder.")
     split_dir = root / split
     if not split_dir.is_dir():
         found = list_splits(root)
-        raise ValueError(f"Split {split!r} not found in {str(root)!r}: expected a folder "
+        raise InvalidInputError(f"Split {split!r} not found in {str(root)!r}: expected a folder "
                          f"{str(split_dir)!r}; found split folders {found or 'none'}.")
     if verify not in ("header", "full", "none"):
-        raise ValueError(f"verify must be 'header', 'full' or 'none'; received {verify!r}.")
+        raise InvalidInputError(f"verify must be 'header', 'full' or 'none'; received {verify!r}.")
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         loose = [p.name for p in split_dir.iterdir() if not p.name.startswith(".")][:5]
-        raise ValueError(f"{str(split_dir)!r} has no class folders (expected "
+        raise InvalidInputError(f"{str(split_dir)!r} has no class folders (expected "
                          f"{split}/<class>/<image files>); found {loose or 'nothing'}.")
     names = list(label_names) if label_names is not None else [p.name for p in class_dirs]
     index = {n: i for i, n in enumerate(names)}
     files, labels, empty = [], [], []
     for class_dir in class_dirs:
         if class_dir.name not in index:
-            raise ValueError(f"Class folder {str(class_dir)!r} is not one of the model's "
+            raise InvalidInputError(f"Class folder {str(class_dir)!r} is not one of the model's "
                              f"{len(names)} classes ({', '.join(names[:10])}"
                              f"{', ...' if len(names) > 10 else ''}).")
         entries = sorted(p for p in class_dir.iterdir()
@@ -145,7 +146,7 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
         labels.extend([index[class_dir.name]] * len(entries))
     if empty:
         counts = {p.name: sum(1 for q in p.iterdir() if q.is_file()) for p in class_dirs[:20]}
-        raise ValueError(f"Empty class folder(s) in {str(split_dir)!r}: {empty}; every class needs "
+        raise InvalidInputError(f"Empty class folder(s) in {str(split_dir)!r}: {empty}; every class needs "
                          f"at least one image. Files per class found: {counts}.")
 
     skipped = []
@@ -154,7 +155,7 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
         if bad and not skip_corrupt:
             path, reason = next(iter(bad.items()))
             more = f" ({len(bad) - 1} more bad files)" if len(bad) > 1 else ""
-            raise ValueError(f"Image file {path!r} {reason}{more}. Remove it, or skip such files "
+            raise InvalidInputError(f"Image file {path!r} {reason}{more}. Remove it, or skip such files "
                              f"with skip_corrupt=True (--skip-corrupt).")
         if bad:
             import warnings
@@ -175,7 +176,7 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
         bad = find_corrupt_images(files, full=True, progress=progress)
         if bad:
             path, reason = next(iter(bad.items()))
-            raise ValueError(f"Image file {path!r} {reason} ({len(bad)} bad file(s) in "
+            raise InvalidInputError(f"Image file {path!r} {reason} ({len(bad)} bad file(s) in "
                              f"{str(split_dir)!r}); remove it or use --skip-corrupt with "
                              f"--verify full.") from err
 

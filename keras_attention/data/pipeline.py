@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_attention.data import augment
 from keras_attention.data.source import ImageSource
+from keras_attention._errors import InvalidInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,20 +60,20 @@ class Preprocessing:
         if len(self.input_size) == 2:
             self.input_size = (*self.input_size, 3)
         if len(self.input_size) != 3 or self.input_size[2] != 3 or min(self.input_size) <= 0:
-            raise ValueError(f"input_size must be (H, W, 3) with positive H, W; received "
+            raise InvalidInputError(f"input_size must be (H, W, 3) with positive H, W; received "
                              f"{self.input_size}.")
         if not 0.0 < float(self.crop_pct) <= 1.0:
-            raise ValueError(f"crop_pct must be in (0, 1]; received {self.crop_pct}.")
+            raise InvalidInputError(f"crop_pct must be in (0, 1]; received {self.crop_pct}.")
         self.crop_pct = float(self.crop_pct)
         if self.interpolation not in augment.INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {augment.INTERPOLATIONS}; received "
+            raise InvalidInputError(f"interpolation must be one of {augment.INTERPOLATIONS}; received "
                              f"{self.interpolation!r}.")
         if self.recipe not in augment.RECIPES:
-            raise ValueError(f"recipe must be one of {augment.RECIPES}; received {self.recipe!r}.")
+            raise InvalidInputError(f"recipe must be one of {augment.RECIPES}; received {self.recipe!r}.")
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std must be 3 values each (std > 0); received "
+            raise InvalidInputError(f"mean and std must be 3 values each (std > 0); received "
                              f"mean={self.mean}, std={self.std}.")
         self.scale = tuple(float(v) for v in self.scale)
         self.ratio = tuple(float(v) for v in self.ratio)
@@ -127,7 +128,7 @@ def _cached_examples(source: ImageSource, cache: str | bool):
         return source.records, decode, mode
     if mode in ("none", False):
         return source.records, decode, "none"
-    raise ValueError(f"cache must be 'auto', 'decoded', 'encoded' or 'none'; received {cache!r}.")
+    raise InvalidInputError(f"cache must be 'auto', 'decoded', 'encoded' or 'none'; received {cache!r}.")
 
 
 def _options(deterministic: bool = True):
@@ -177,14 +178,14 @@ def train_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *, e
         ``(dataset, steps_per_epoch)``.
     """
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; received {batch_size}.")
+        raise InvalidInputError(f"batch_size must be positive; received {batch_size}.")
     if not 0 <= initial_epoch <= epochs:
-        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}]; received "
+        raise InvalidInputError(f"initial_epoch must be in [0, epochs={epochs}]; received "
                          f"{initial_epoch}.")
     n = source.num_examples
     steps = n // batch_size if drop_remainder else -(-n // batch_size)
     if steps == 0:
-        raise ValueError(f"{source.describe()} is smaller than one batch of {batch_size}.")
+        raise InvalidInputError(f"{source.describe()} is smaller than one batch of {batch_size}.")
     per_epoch = steps * batch_size if drop_remainder else n
     base, decode, mode = _cached_examples(source, cache)
     num_classes = source.num_classes
@@ -244,7 +245,7 @@ def eval_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *,
         cache: as in :func:`train_dataset` (``"none"`` by default: one pass).
     """
     if tta not in (None, "none", "flip", "five_crop", "five_crop_flip"):
-        raise ValueError(f"tta must be None, 'flip', 'five_crop' or 'five_crop_flip'; received "
+        raise InvalidInputError(f"tta must be None, 'flip', 'five_crop' or 'five_crop_flip'; received "
                          f"{tta!r}.")
     base, decode, mode = _cached_examples(source, cache)
     if mode != "none":
@@ -291,6 +292,6 @@ def load_source(dataset: str, split: str, *, data_dir: str | None = None,
     from keras_attention.data.tfds import load_tfds
     source = load_tfds(dataset, split, data_dir=data_dir, download=download)
     if label_names is not None and list(label_names) != source.label_names:
-        raise ValueError(f"The model's {len(label_names)} label names differ from dataset "
+        raise InvalidInputError(f"The model's {len(label_names)} label names differ from dataset "
                          f"{dataset!r}'s {source.num_classes} ({source.label_names[:5]}...).")
     return source

@@ -6,6 +6,7 @@ import os
 import re
 
 from keras_attention.data.source import ImageSource
+from keras_attention._errors import InvalidInputError
 
 _SPLIT_BASE = re.compile(r"^\s*([A-Za-z0-9_\-]+)")
 
@@ -16,7 +17,7 @@ def _base_splits(split: str) -> list[str]:
     for part in split.split("+"):
         match = _SPLIT_BASE.match(part)
         if not match:
-            raise ValueError(f"Could not parse the split {split!r}; expected e.g. 'train', "
+            raise InvalidInputError(f"Could not parse the split {split!r}; expected e.g. 'train', "
                              f"'test[:1000]' or 'train[:90%]'.")
         names.append(match.group(1))
     return names
@@ -60,7 +61,7 @@ def load_tfds(name: str, split: str, *, data_dir: str | os.PathLike | None = Non
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
-        raise ValueError(f"Unknown TFDS dataset {name!r}: {err}") from None
+        raise InvalidInputError(f"Unknown TFDS dataset {name!r}: {err}") from None
     where = data_dir or "the default TFDS data directory (~/tensorflow_datasets)"
     hint = (f"TFDS dataset {name!r} is not prepared in {where}. Point TFDS at a prepared copy "
             f"with `export TFDS_DATA_DIR=/path/to/tensorflow_datasets` (the folder that contains "
@@ -68,23 +69,23 @@ def load_tfds(name: str, split: str, *, data_dir: str | os.PathLike | None = Non
             f"access so TFDS can download it.")
     if not _is_prepared(builder):
         if not download:
-            raise ValueError(hint + " (Downloading was disabled.)")
+            raise InvalidInputError(hint + " (Downloading was disabled.)")
         try:
             builder.download_and_prepare()
         except Exception as err:  # noqa: BLE001  (network errors come in many types)
-            raise ValueError(f"{hint}\nThe download failed with {type(err).__name__}: "
+            raise InvalidInputError(f"{hint}\nThe download failed with {type(err).__name__}: "
                              f"{str(err)[:500]}") from err
 
     info = builder.info
     available = list(info.splits.keys())
     for base in _base_splits(split):
         if base not in info.splits:
-            raise ValueError(f"Dataset {name!r} has no split {base!r}; it has "
+            raise InvalidInputError(f"Dataset {name!r} has no split {base!r}; it has "
                              f"{', '.join(repr(s) for s in available)}.")
     image_key, label_key = _supervised_keys(info, name)
     label_feature = info.features[label_key]
     if not hasattr(label_feature, "names"):
-        raise ValueError(f"Dataset {name!r}: feature {label_key!r} is not a ClassLabel; only "
+        raise InvalidInputError(f"Dataset {name!r}: feature {label_key!r} is not a ClassLabel; only "
                          f"image-classification datasets are supported.")
     num_examples = info.splits[split].num_examples
     image_feature = info.features[image_key]
@@ -114,5 +115,5 @@ def _supervised_keys(info, name):
     labels = [k for k, f in features.items() if type(f).__name__ == "ClassLabel"]
     if len(images) == 1 and len(labels) == 1:
         return images[0], labels[0]
-    raise ValueError(f"Dataset {name!r} has no (image, label) supervised keys; features are "
+    raise InvalidInputError(f"Dataset {name!r} has no (image, label) supervised keys; features are "
                      f"{list(features.keys())}.")

@@ -1,0 +1,127 @@
+"""``keras-attention evaluate``, ``predict`` and ``demo`` (the README's main job)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from keras_attention.cli import add_common_arguments
+
+def _add_evaluate_parser(sub):
+    p = add_common_arguments(sub.add_parser(
+        "evaluate", help="top-1/top-5 accuracy on a whole split",
+                       description="Evaluate a model (run folder, .keras file or pretrained "
+                       "name) on a TFDS split or class folder."))
+    p.add_argument("model", help="run folder, .keras / .weights.h5 file, or pretrained name")
+    p.add_argument("--dataset", help="TFDS name or folder (default: the model's dataset)")
+    p.add_argument("--split", help="split (default: the model's evaluation split, else test)")
+    p.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--tta", default="none", choices=["none", "flip", "five_crop", "five_crop_flip"],
+                   help="test-time augmentation: average the softmax over views")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable folder images")
+    p.add_argument("--verify", default="header", choices=["header", "full", "none"])
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument("--per-class", action="store_true", help="also print the top-1 of every class")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def cmd_evaluate(args) -> int:
+    from keras_attention.evaluation import evaluate
+    result = evaluate(args.model, args.dataset, args.split, data_dir=args.data_dir,
+                      batch_size=args.batch_size, tta=args.tta, progress=not args.no_progress,
+                      skip_corrupt=args.skip_corrupt, verify=args.verify)
+    tta = "" if result["tta"] == "none" else f", TTA {result['tta']}"
+    print(f"{result['model']} on {result['dataset']} [{result['split']}]: "
+          f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+          f"({result['num_examples']} images{tta})", flush=True)
+    if args.per_class:
+        width = max(map(len, result["per_class_top1"]))
+        for label, top1 in result["per_class_top1"].items():
+            print(f"  {label:<{width}}  " + ("no images" if top1 is None else f"{top1:6.2f}%"))
+    if args.json:
+        from keras_attention.training import atomic_save
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_save(lambda tmp: Path(tmp).write_text(text), args.json)
+    return 0
+
+
+def _add_predict_parser(sub):
+    p = add_common_arguments(sub.add_parser(
+        "predict", help="top-k classes for image files",
+                       description="Classify image files with a model's own preprocessing "
+                       "and label names."))
+    p.add_argument("model", help="run folder, .keras / .weights.h5 file, or pretrained name")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def cmd_predict(args) -> int:
+    from keras_attention.evaluation import predict
+    results = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(r["file"])
+        for t in r["top"]:
+            print(f"  {100 * t['probability']:6.2f}%  {t['label']}")
+    return 0
+
+
+def _add_demo_parser(sub):
+    p = add_common_arguments(sub.add_parser(
+        "demo", help="the main job: evaluate shipped weights, classify test images",
+                       description="Evaluate a pretrained model (default se_resnet20.cifar10) on "
+                       "its dataset's full evaluation split, compare top-1 with its model card, "
+                       "then classify a few test images with `predict`."))
+    p.add_argument("model", nargs="?", default="se_resnet20.cifar10")
+    p.add_argument("--images", type=int, default=4, help="test images to classify")
+    p.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def cmd_demo(args) -> int:
+    import tempfile
+
+    from keras_attention.data import load_source
+    from keras_attention.evaluation import evaluate, load_for_inference, predict
+
+    loaded = load_for_inference(args.model)
+    card = loaded.config.get("metrics") or {}
+    result = evaluate(loaded, data_dir=args.data_dir, batch_size=args.batch_size,
+                      progress=not args.no_progress)
+    print(f"{result['model']} on {result['dataset']} [{result['split']}]: top-1 "
+          f"{result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({result['num_examples']} images)")
+    if card.get("top1") is not None:
+        same = abs(card["top1"] - result["top1"]) < 0.005
+        top5 = card.get("top5")
+        print(f"model card: top-1 {card['top1']:.2f}%"
+              + (f"  top-5 {top5:.2f}%" if top5 is not None else "")
+              + f"  -> {'same' if same else 'DIFFERENT'}")
+    source = load_source(result["dataset"], result["split"], data_dir=args.data_dir,
+                         label_names=loaded.label_names)
+    with tempfile.TemporaryDirectory() as tmp:
+        files, truth = [], []
+        for i, (encoded, label) in enumerate(source.records.take(args.images)):
+            ext = ".png" if encoded.numpy()[:4] == b"\x89PNG" else ".jpg"
+            files.append(os.path.join(tmp, f"{result['split'].split('[')[0]}_{i}{ext}"))
+            Path(files[-1]).write_bytes(encoded.numpy())
+            truth.append(source.label_names[int(label)])
+        for r, true in zip(predict(loaded, files, top_k=3), truth):
+            guesses = ", ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in r["top"])
+            print(f"{Path(r['file']).name} (true: {true}): {guesses}")
+    return 0 if card.get("top1") is None or same else 1
+
+
+def register(sub) -> None:
+    _add_evaluate_parser(sub).set_defaults(func=cmd_evaluate)
+    _add_predict_parser(sub).set_defaults(func=cmd_predict)
+    _add_demo_parser(sub).set_defaults(func=cmd_demo)
