@@ -2,6 +2,40 @@
 
 __version__ = "0.1.0"
 
+
+def _quiet_command_line() -> None:
+    """The ``keras-attention`` command hides the backends' C++ start-up logs unless ``--verbose``.
+
+    TensorFlow 2.21 writes its oneDNN, CUDA-stub and cuInit lines through absl before its
+    log level applies, so ``TF_CPP_MIN_LOG_LEVEL`` alone does not silence them: Keras (and
+    the backend) is imported, and TensorFlow's devices listed, with the process's stderr
+    (file descriptor 2) pointed at ``os.devnull``. This has to happen here, before Keras is
+    imported, because the command's module is reached through this package. Importing the
+    package as a library changes nothing; an import error is raised after stderr is back.
+    """
+    import os
+    import sys
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    command_line = (os.path.basename(sys.argv[0]) == "keras-attention"
+                    or "keras_attention.cli" in argv)
+    if not command_line or "--verbose" in argv or "keras" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import keras
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+_quiet_command_line()
+
 from keras_attention import layers  # noqa: E402,F401  (registers the serializable layers)
 from keras_attention import models  # noqa: E402,F401  (registers the architectures)
 from keras_attention.registry import create_model, list_models  # noqa: E402

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""`keras-attention predict` (see keras_attention/cli.py); runs from a clone without installing."""
+"""`keras-attention predict` (see keras_attention/cli/); runs from a clone without installing."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "--verbose" not in sys.argv:  # as the keras-attention command
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_attention.cli import main  # noqa: E402
 

@@ -105,3 +105,18 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys, monkeypatch):
     assert main(["demo", str(run), "--images", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].endswith("-> same") and len(out) == 4 and "(true: " in out[2]
+
+
+def test_the_command_hides_backend_start_up_logs_unless_verbose(tmp_path):
+    """A new user sees our one-line message, not TensorFlow's C++ start-up lines."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    missing = str(tmp_path / "missing.png")
+    cmd = [sys.executable, "-m", "keras_attention.cli", "predict", "se_resnet20.cifar10", missing]
+    quiet = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines() == [
+        f"keras-attention predict: error: Image file {missing!r} does not exist."]
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        loud = subprocess.run(cmd + ["--verbose"], env=env, capture_output=True, text=True, timeout=300)
+        assert loud.returncode == 2 and len(loud.stderr.strip().splitlines()) > 1

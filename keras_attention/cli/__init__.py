@@ -29,13 +29,9 @@ import sys
 #: Modules of this package that add commands, in the order ``--help`` lists them.
 COMMAND_MODULES = ("_train", "_inference")
 
-#: Environment that silences the backends' C++ start-up logs (TensorFlow's oneDNN, CUDA and
-#: CPU-feature lines, absl's pre-initialisation warning) unless ``--verbose`` is given.
-QUIET_BACKEND_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
-
-
 def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options every command takes."""
+    # Read before Keras is imported, by keras_attention._quiet_command_line.
     parser.add_argument("--verbose", action="store_true",
                         help="show the backends' start-up logs (TensorFlow C++ lines)")
     return parser
@@ -50,18 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_backends() -> None:
-    for key, value in QUIET_BACKEND_ENV.items():
-        os.environ.setdefault(key, value)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 success, 2 a user error, 1 a failed check)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    if not getattr(args, "verbose", False):
-        _quiet_backends()
     from keras_attention._errors import KerasAttentionError
     try:
         return args.func(args)
