@@ -13,7 +13,7 @@ import keras_attention as ka
 from keras_attention.data import CIFAR10_MEAN, CIFAR10_STD, Preprocessing, eval_dataset, load_tfds
 from keras_attention.evaluation import (evaluate, evaluate_model, load_for_inference, predict,
                                         topk_correct)
-from tests.helpers import IMAGENETTE, TFDS_DIR, needs_cifar
+from tests.helpers import IMAGEWOOF, TFDS_DIR, needs_cifar
 
 CIFAR_PRE = Preprocessing(input_size=(32, 32, 3), crop_pct=1.0, mean=CIFAR10_MEAN,
                           std=CIFAR10_STD, recipe="cifar")
@@ -156,7 +156,7 @@ def test_predict_real_images_matches_the_evaluation_pipeline(run_dir, tmp_path, 
         path = tmp_path / f"img{i}.png"
         path.write_bytes(encoded.numpy())
         files.append(str(path))
-    jpeg = sorted((IMAGENETTE / "val" / "n01440764").iterdir())[0] if IMAGENETTE.is_dir() else None
+    jpeg = sorted((IMAGEWOOF / "val" / "n02086240").iterdir())[0] if IMAGEWOOF.is_dir() else None
     results = predict(run_dir, files + ([str(jpeg)] if jpeg else []), top_k=10)
     assert [r["file"] for r in results[:3]] == files
     for r in results:

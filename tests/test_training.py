@@ -16,7 +16,7 @@ import pytest
 
 from keras_attention.training import (TrainConfig, WarmupCosine, apply_l2, build_optimizer,
                                       decay_variables, list_checkpoints, load_recipe, train)
-from tests.helpers import REPO_ROOT, TFDS_DIR, needs_cifar
+from tests.helpers import REPO_ROOT, TFDS_DIR, import_or_skip, needs_cifar
 
 RECIPE = REPO_ROOT / "weights" / "_recipes" / "cifar10_resnet.yaml"
 
@@ -239,7 +239,7 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
 def test_two_replicas_on_cpu(tmp_path, backend, extra):
     env = {"KERAS_BACKEND": backend}
     if backend == "jax":
-        pytest.importorskip("jax")
+        import_or_skip("jax", "JAX is needed for the data_parallel test")
         env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     out = _finish(_cli(["train", "--recipe", str(RECIPE), "--train-split", "train[:256]",
                         "--val-split", "test[:64]", "--epochs", "1", "--batch-size", "32",

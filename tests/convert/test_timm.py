@@ -21,7 +21,7 @@ import pytest
 
 import keras_attention as ka
 from keras_attention.convert import timm as ct
-from tests.helpers import REPO_ROOT, random_images
+from tests.helpers import REPO_ROOT, import_or_skip, random_images
 
 WEIGHTS_DIR = REPO_ROOT / "weights"
 SCRIPT = REPO_ROOT / "scripts" / "convert_timm.py"
@@ -413,9 +413,9 @@ def test_registry_entries_are_consistent():
 # Parity with timm (test-only reference).
 
 def _timm():
-    timm = pytest.importorskip("timm", reason="timm (test-only PyTorch reference) is not installed; "
-                                              "../shared/tools/install-timm-reference installs it")
-    torch = pytest.importorskip("torch", reason="PyTorch is needed by the timm reference")
+    timm = import_or_skip("timm", "timm (test-only PyTorch reference) is not installed; "
+                                  "../shared/tools/install-timm-reference installs it")
+    torch = import_or_skip("torch", "PyTorch is needed by the timm reference")
     return timm, torch
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from keras_attention.data import (Preprocessing, eval_dataset, load_folder, load_source,
                                   train_dataset)
-from tests.data._common import IMAGENETTE, needs_imagenette
+from tests.data._common import IMAGEWOOF, needs_imagewoof
 
-pytestmark = needs_imagenette
-CLASSES = ["n01440764", "n02102040", "n02979186"]
+pytestmark = needs_imagewoof
+CLASSES = ["n02086240", "n02087394", "n02088364"]
 
 
 @pytest.fixture
@@ -20,16 +20,16 @@ def small_folder(tmp_path):
     for split in ("train", "val"):
         for c in CLASSES:
             (tmp_path / split / c).mkdir(parents=True)
-            for name in sorted(os.listdir(IMAGENETTE / split / c))[:4]:
-                shutil.copy(IMAGENETTE / split / c / name, tmp_path / split / c / name)
+            for name in sorted(os.listdir(IMAGEWOOF / split / c))[:4]:
+                shutil.copy(IMAGEWOOF / split / c / name, tmp_path / split / c / name)
     return tmp_path
 
 
-def test_real_imagenette_val_split_lists_every_image():
-    src = load_folder(IMAGENETTE, "val")
-    assert src.num_examples == 3925 and src.num_classes == 10
-    assert src.label_names[0] == "n01440764" and src.label_names == sorted(src.label_names)
-    assert len(src.files) == 3925 and src.files[0].endswith(".JPEG")
+def test_real_imagewoof_val_split_lists_every_image():
+    src = load_folder(IMAGEWOOF, "val")
+    assert src.num_examples == 3929 and src.num_classes == 10  # ../shared/data/README.md
+    assert src.label_names[0] == "n02086240" and src.label_names == sorted(src.label_names)
+    assert len(src.files) == 3929 and src.files[0].endswith(".JPEG")
 
 
 def test_folder_pipelines_decode_real_jpegs(small_folder):

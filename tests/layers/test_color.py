@@ -7,7 +7,7 @@ from skimage import color as skcolor
 
 from keras_attention.layers import COLOR_SPACES, ColorSpaceConversion, convert_color
 from keras_attention.layers.color import CHANNEL_RANGES
-from tests.helpers import SHARED_DATA, check_fresh_process_reload, random_images, run_layer_test
+from tests.helpers import IMAGEWOOF, check_fresh_process_reload, random_images, run_layer_test, skip_or_fail
 
 SKIMAGE = {
     "rgb": lambda x: x,
@@ -53,11 +53,11 @@ def assert_matches_skimage(space, rgb, atol=ATOL):
 
 
 def real_images():
-    """Three Imagenette validation JPEGs (160x160), decoded with Pillow, uint8."""
+    """Three Imagewoof validation JPEGs (resized to 160x160), decoded with Pillow, uint8."""
     from PIL import Image
-    folder = SHARED_DATA / "imagenette-160" / "val"
+    folder = IMAGEWOOF / "val"
     if not folder.is_dir():
-        pytest.skip(f"real images not found at {folder}")
+        skip_or_fail(f"real images not found at {folder}")
     files = [sorted(d.glob("*.JPEG"))[0] for d in sorted(folder.iterdir())[:3]]
     return np.stack([keras.ops.convert_to_numpy(Image.open(f).convert("RGB").resize((160, 160))) for f in files])
 
