@@ -26,7 +26,12 @@ import keras
 import numpy as np
 from keras_attention._errors import InvalidInputError
 
-TTA_MODES = ("none", "flip", "five_crop", "five_crop_flip")
+from keras_attention.data import catalog, loader, transforms
+from keras_attention.data.folder import check_image_header
+from keras_attention.data.source import explain_decode_error
+from keras_attention.models._common import outputs_probabilities
+
+TTA_MODES = loader.TTA_MODES
 
 
 @dataclass
@@ -41,7 +46,6 @@ class LoadedModel:
 
     @property
     def outputs_probabilities(self) -> bool:
-        from keras_attention.training import outputs_probabilities
         return outputs_probabilities(self.model)
 
 
@@ -161,7 +165,7 @@ def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: str = "none",
-                   progress: bool = True) -> dict:
+                   progress: bool = True, pipeline: str = "auto") -> dict:
     """Top-1/top-5 accuracy (percent) and mean cross-entropy over the whole ``source``.
 
     With ``tta``, each image is classified as several views whose softmax
@@ -173,29 +177,34 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
         model: a ``keras.Model`` (logits or softmax output).
         source: :class:`keras_attention.data.ImageSource`.
         preprocessing: :class:`keras_attention.data.Preprocessing`.
+        pipeline: ``"auto"``/``"grain"`` (NumPy/Pillow, every backend) or ``"tf"``
+            (``tf.data``); both give the same evaluation tensors (``tests/data``).
 
     Returns:
         ``{"top1", "top5", "loss", "num_examples", "tta", "per_class_top1"}`` (percent;
         ``top5`` is top-k with k = min(5, number of classes); ``per_class_top1[i]`` is the
         top-1 accuracy over the images of class ``i``, ``None`` for a class without images).
-    """
-    from keras_attention.data import eval_dataset
-    from keras_attention.training import outputs_probabilities
 
+    Raises:
+        InvalidInputError: unknown ``tta``, a model with fewer outputs than classes, an
+            empty split, an image that cannot be decoded (named).
+    """
     if tta not in TTA_MODES:
         raise InvalidInputError(f"tta must be one of {TTA_MODES}; received {tta!r}.")
     is_prob = outputs_probabilities(model)
-    ds = eval_dataset(source, preprocessing, batch_size, tta=None if tta == "none" else tta)
     n_out = int(model.output_shape[-1])
     if n_out < source.num_classes:
-        raise InvalidInputError(f"The model has {n_out} outputs but the data has {source.num_classes} "
-                         f"classes.")
+        raise InvalidInputError(f"The model has {n_out} outputs but the data has "
+                                f"{source.num_classes} classes.")
+    batches = catalog.pipeline_module(pipeline).eval_dataset(source, preprocessing, batch_size,
+                                                             tta=tta)
+    if catalog.resolve_pipeline(pipeline) == "tf":
+        batches = batches.as_numpy_iterator()
     k = min(5, n_out)
     correct1 = correct5 = seen = 0
     class_seen = np.zeros(source.num_classes, np.int64)
     class_correct = np.zeros(source.num_classes, np.int64)
     nll = 0.0
-    batches = ds.as_numpy_iterator()
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, total=math.ceil(source.num_examples / batch_size),
@@ -217,8 +226,7 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
             nll += float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).sum())
             seen += len(labels)
     except Exception as err:
-        from keras_attention.training import _explain_decode_error
-        _explain_decode_error(err, source)
+        explain_decode_error(err, source)
         raise
     if seen == 0:
         raise InvalidInputError(f"{source.describe()}: no examples to evaluate.")
@@ -230,7 +238,7 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
 def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *,
              data_dir: str | None = None, batch_size: int = 100, tta: str = "none",
              progress: bool = True, skip_corrupt: bool = False, verify: str = "header",
-             download: bool = True) -> dict:
+             download: bool = True, pipeline: str = "auto") -> dict:
     """Loads ``model_spec`` and evaluates it on ``dataset``/``split``.
 
     ``dataset`` and ``split`` default to the model's ``pretrained.json``
@@ -241,18 +249,16 @@ def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *
         :func:`evaluate_model`'s result with ``per_class_top1`` keyed by label name, plus
         ``model``, ``dataset`` and ``split``.
     """
-    from keras_attention.data import load_source
-
     loaded = model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec)
     dataset = dataset or loaded.config.get("dataset")
     split = split or (loaded.config.get("metrics") or {}).get("split") or "test"
     if not dataset:
         raise InvalidInputError("No --dataset given and the model's config names none.")
     labels = loaded.label_names if loaded.config.get("label_names") else None
-    source = load_source(dataset, split, data_dir=data_dir, label_names=labels,
-                         skip_corrupt=skip_corrupt, verify=verify, download=download)
+    source = catalog.load_source(dataset, split, data_dir=data_dir, label_names=labels,
+                                 skip_corrupt=skip_corrupt, verify=verify, download=download)
     result = evaluate_model(loaded.model, source, loaded.preprocessing, batch_size=batch_size,
-                            tta=tta, progress=progress)
+                            tta=tta, progress=progress, pipeline=pipeline)
     result["per_class_top1"] = dict(zip(source.label_names, result["per_class_top1"]))
     result.update({"model": loaded.name, "dataset": dataset, "split": split})
     return result
@@ -260,38 +266,24 @@ def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *
 
 # --------------------------------------------------------------------------- predict
 def load_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Decodes an image file to uint8 ``(H, W, 3)`` with the pipeline's decoder.
+    """Decodes an image file to uint8 ``(H, W, 3)`` with Pillow (as both pipelines decode).
 
     Raises:
-        ValueError: the file does not exist, is not an image, or cannot be decoded;
+        InvalidInputError: the file does not exist, is not an image, or cannot be decoded;
             the message names the file.
     """
-    import tensorflow as tf
-
-    from keras_attention.data.augment import decode_image
-    from keras_attention.data.folder import _check_header
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InvalidInputError(f"Image file {path!r} does not exist.")
-    reason = _check_header(path)
+    reason = check_image_header(path)
     if reason:
         raise InvalidInputError(f"Image file {path!r} {reason}.")
-    try:
-        with open(path, "rb") as f:
-            return decode_image(tf.constant(f.read())).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
-        raise InvalidInputError(f"Image file {path!r} cannot be decoded: {err.message.strip()}") from None
+    return transforms.decode_image(path)
 
 
 def preprocess_images(images, preprocessing) -> np.ndarray:
     """uint8 images (any sizes) -> normalised float32 ``(N, H, W, 3)`` evaluation views."""
-    from keras_attention.data import augment
-    pre = preprocessing
-    out = [augment.normalize(augment.eval_transform(img, pre.size, pre.crop_pct,
-                                                    pre.interpolation), pre.mean, pre.std).numpy()
-           for img in images]
-    return np.stack(out).astype("float32")
+    return loader.eval_views(images, preprocessing)
 
 
 def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,

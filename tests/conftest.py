@@ -19,6 +19,37 @@ from tests.hub_server import FakeHub
 
 TINY_ARCH = "ka_test_tiny"
 
+#: A prepared CIFAR-10 folder (``keras-attention data prepare cifar10``) made by ``.ci/run`` in
+#: the TensorFlow environment, so that the no-TensorFlow job reads the same real data.
+CIFAR10_PREPARED_ENV = "KERAS_ATTENTION_CIFAR10_PREPARED"
+
+
+@pytest.fixture(scope="session")
+def cifar10_prepared(tmp_path_factory) -> Path:
+    """CIFAR-10 as a prepared dataset: ``$KERAS_ATTENTION_CIFAR10_PREPARED``, else written once per
+    session from ../shared/data's TFDS copy (the full test split, the first 5,000 training
+    images). Skips (fails in our CI) when neither is available."""
+    import os
+
+    from tests.helpers import TFDS_DIR, skip_or_fail
+    if os.environ.get(CIFAR10_PREPARED_ENV):
+        return Path(os.environ[CIFAR10_PREPARED_ENV])
+    try:
+        from keras_attention.data.tfds import load_tfds
+        import tensorflow  # noqa: F401
+    except ImportError:
+        skip_or_fail(f"no prepared CIFAR-10 ({CIFAR10_PREPARED_ENV}) and no TensorFlow to make one")
+    if not (TFDS_DIR / "cifar10").is_dir():
+        skip_or_fail("prepared CIFAR-10 not found in ../shared/data")
+    from keras_attention.data.prepared import write_prepared
+    splits = {}
+    for split, name in (("train[:5000]", "train"), ("test", "test")):
+        source = load_tfds("cifar10", split, data_dir=TFDS_DIR, download=False)
+        splits[name] = (source.arrays, source.labels)
+    return write_prepared(tmp_path_factory.mktemp("data") / "cifar10", name="cifar10",
+                          label_names=source.label_names, splits=splits,
+                          source="tests: tfds cifar10 (train[:5000], test)")
+
 
 # --------------------------------------------------------------------------------------
 # The Hub stand-in

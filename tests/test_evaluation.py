@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import keras_attention as ka
-from keras_attention.data import CIFAR10_MEAN, CIFAR10_STD, Preprocessing, eval_dataset, load_tfds
+from keras_attention.data import CIFAR10_MEAN, CIFAR10_STD, Preprocessing, eval_dataset, load_source
 from keras_attention.evaluation import (evaluate, evaluate_model, load_for_inference, predict,
                                         topk_correct)
 from tests.helpers import IMAGEWOOF, TFDS_DIR, needs_cifar
@@ -45,13 +45,13 @@ def _mirror_model():
 
 
 @pytest.fixture(scope="module")
-def cifar_test():
-    return load_tfds("cifar10", "test[:300]", data_dir=TFDS_DIR, download=False)
+def cifar_test(cifar10_prepared):
+    return load_source(str(cifar10_prepared), "test[:300]")
 
 
 @pytest.fixture(scope="module")
 def labels300(cifar_test):
-    return np.array([int(y) for _, y in cifar_test.records])
+    return cifar_test.labels
 
 
 def test_topk_correct_breaks_ties_towards_lower_index():
@@ -141,6 +141,7 @@ def test_pretrained_names_go_through_keras_attention_load(run_dir, monkeypatch):
 
 
 @needs_cifar
+@pytest.mark.tf
 def test_evaluate_defaults_to_the_models_dataset_and_split(run_dir, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(TFDS_DIR))
     result = evaluate(run_dir, progress=False)
@@ -152,9 +153,10 @@ def test_evaluate_defaults_to_the_models_dataset_and_split(run_dir, monkeypatch)
 @needs_cifar
 def test_predict_real_images_matches_the_evaluation_pipeline(run_dir, tmp_path, cifar_test):
     files = []
-    for i, (encoded, _) in enumerate(cifar_test.records.take(3)):
-        path = tmp_path / f"img{i}.png"
-        path.write_bytes(encoded.numpy())
+    for i in range(3):
+        data, ext = cifar_test.encoded_image(i)
+        path = tmp_path / f"img{i}{ext}"
+        path.write_bytes(data)
         files.append(str(path))
     jpeg = sorted((IMAGEWOOF / "val" / "n02086240").iterdir())[0] if IMAGEWOOF.is_dir() else None
     results = predict(run_dir, files + ([str(jpeg)] if jpeg else []), top_k=10)
@@ -165,7 +167,7 @@ def test_predict_real_images_matches_the_evaluation_pipeline(run_dir, tmp_path, 
         assert {t["label"] for t in r["top"]} == set(LABELS)
     # same numbers as the evaluation pipeline gives for these images
     model = load_for_inference(run_dir).model
-    x, _ = next(eval_dataset(cifar_test, CIFAR_PRE, 3).as_numpy_iterator())
+    x, _ = next(iter(eval_dataset(cifar_test, CIFAR_PRE, 3)))
     logits = np.asarray(model.predict_on_batch(x), np.float64)
     expected = np.exp(logits - logits.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
@@ -180,10 +182,15 @@ def test_predict_names_a_bad_image_file(run_dir, tmp_path):
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(good)
     bad = tmp_path / "bad.jpg"
     bad.write_text("definitely not a JPEG")
-    with pytest.raises(ValueError, match=r"bad\.jpg.*not an image"):
+    with pytest.raises(ValueError, match=r"bad\.jpg.*not a readable image"):
         predict(run_dir, [str(good), str(bad)])
     broken = tmp_path / "broken.png"
     broken.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"broken\.png.*not a readable image"):  # header cut
+        predict(run_dir, [str(broken)])
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)).save(noisy)
+    broken.write_bytes(noisy.read_bytes()[:3000])  # header intact, pixel data cut
     with pytest.raises(ValueError, match=r"broken\.png.*cannot be decoded"):
         predict(run_dir, [str(broken)])
     with pytest.raises(ValueError, match=r"missing\.png.*does not exist"):

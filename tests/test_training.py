@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_attention.training import (TrainConfig, WarmupCosine, apply_l2, build_optimizer,
-                                      decay_variables, list_checkpoints, load_recipe, train)
+from keras_attention.training import (TrainConfig, apply_l2, build_optimizer, decay_variables,
+                                      list_checkpoints, load_recipe, make_schedule, train)
 from tests.helpers import REPO_ROOT, TFDS_DIR, import_or_skip, needs_cifar
 
 RECIPE = REPO_ROOT / "weights" / "_recipes" / "cifar10_resnet.yaml"
@@ -37,18 +37,23 @@ def _small_cfg(tmp_path, **kw):
 
 
 # --------------------------------------------------------------------------- units
-def test_warmup_cosine_schedule_and_serialization():
-    s = WarmupCosine(0.1, total_steps=110, warmup_steps=10, warmup_init_lr=0.01, final_lr=0.001)
-    lr = lambda step: float(s(step))  # noqa: E731
+def test_warmup_cosine_schedule_is_linear_then_cosine_and_serializes():
+    """Keras's CosineDecay with warmup, as the recipes configure it (per optimizer step)."""
+    cfg = TrainConfig(epochs=11, lr=0.1, warmup_epochs=1, warmup_init_lr=0.01, final_lr=0.001)
+    s = make_schedule(cfg, steps_per_epoch=10)  # 110 steps, 10 of warmup
+    lr = lambda step: float(keras.ops.convert_to_numpy(s(step)))  # noqa: E731
     assert lr(0) == pytest.approx(0.01)
     assert lr(5) == pytest.approx(0.055)
     assert lr(10) == pytest.approx(0.1)
     assert lr(60) == pytest.approx(0.001 + 0.099 * 0.5, rel=1e-5)  # half-way down the cosine
     assert lr(110) == pytest.approx(0.001) and lr(500) == pytest.approx(0.001)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
-    assert isinstance(restored, WarmupCosine) and restored.get_config() == s.get_config()
-    with pytest.raises(ValueError, match="warmup_steps"):
-        WarmupCosine(0.1, total_steps=10, warmup_steps=20)
+    assert restored.get_config() == s.get_config()
+    plain = make_schedule(TrainConfig(epochs=2, lr=0.2, warmup_epochs=0), steps_per_epoch=5)
+    assert float(keras.ops.convert_to_numpy(plain(0))) == pytest.approx(0.2)  # no warmup
+    assert float(keras.ops.convert_to_numpy(plain(10))) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=2, warmup_epochs=3)
 
 
 def test_l2_weight_decay_only_on_kernels():
@@ -161,9 +166,46 @@ def test_mixed_precision_training(tmp_path, precision, policy):
         config = json.loads(z.read("config.json"))
     assert config["config"]["layers"][1]["config"]["dtype"]["config"]["name"] == policy
     opt = config["compile_config"]["optimizer"]
-    assert (opt["class_name"] == "LossScaleOptimizer") == (precision == "float16")
+    assert (opt["class_name"] == "StepCountingLossScaleOptimizer") == (precision == "float16")
     dtypes = {v.dtype.name for v in _weights(tmp_path / "run" / "model.weights.h5").values()}
     assert dtypes == {"float32"}  # exported in float32
+
+
+@needs_cifar
+def test_float16_steps_skipped_on_overflow_still_count_and_resume_works(tmp_path, monkeypatch):
+    """mixed_float16 with an initial loss scale of 2**24: the first steps overflow and are
+    skipped (the scale halves each time). They must still advance the optimizer's step counter,
+    so the schedule does not fall behind and a run interrupted after epoch 1 resumes (its
+    checkpoint holds epochs x steps steps) and ends like an uninterrupted one."""
+    from keras_attention.training import callbacks
+
+    def cfg(out, **kw):
+        return _small_cfg(tmp_path, mixed_precision="float16", initial_loss_scale=2.0**24,
+                          train_split="train[:192]", val_split=None, epochs=2, batch_size=32,
+                          deterministic=True, output_dir=str(tmp_path / out), **kw)
+
+    full = train(cfg("A"))
+    assert full["optimizer_steps"] == 2 * 6  # Keras's own LossScaleOptimizer: 12 - skipped
+    ckpt = keras.saving.load_model(list_checkpoints(tmp_path / "A" / "checkpoints")[-1][1])
+    scale = float(keras.ops.convert_to_numpy(ckpt.optimizer.dynamic_scale))
+    assert scale <= 2.0**24 / 4, "fewer than two steps overflowed: the test would prove little"
+    assert int(keras.ops.convert_to_numpy(ckpt.optimizer.iterations)) == 12
+
+    save = callbacks.EpochCheckpoint.on_epoch_end
+
+    def killed_after_epoch_1(self, epoch, logs=None):
+        save(self, epoch, logs)
+        raise KeyboardInterrupt  # as a kill right after the checkpoint
+
+    monkeypatch.setattr(callbacks.EpochCheckpoint, "on_epoch_end", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("B"))
+    monkeypatch.setattr(callbacks.EpochCheckpoint, "on_epoch_end", save)
+    resumed = train(cfg("B", resume=True))
+    assert resumed["optimizer_steps"] == 12
+    wa, wb = _weights(tmp_path / "A" / "model.weights.h5"), _weights(tmp_path / "B" / "model.weights.h5")
+    for key in wa:
+        np.testing.assert_allclose(wb[key], wa[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 # --------------------------------------------------------------------------- subprocesses
@@ -256,5 +298,5 @@ def test_two_replicas_on_cpu(tmp_path, backend, extra):
     ("colornet40_12", "1902.00267"), ("colornet40_12_lab", "1902.00267"),
     ("densenet_bc_40_12", "1608.06993"), ("nl_resnet50", "1711.07971")])
 def test_trained_weights_cite_the_architecture_paper(arch, arxiv):
-    from keras_attention.training import _paper_for
+    from keras_attention.training._entry import _paper_for
     assert _paper_for(arch)["arxiv"] == arxiv

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from keras_attention.cli import add_common_arguments
+from keras_attention.data.catalog import PIPELINES, resolve_pipeline
 
 def _add_evaluate_parser(sub):
     p = add_common_arguments(sub.add_parser(
@@ -22,6 +23,8 @@ def _add_evaluate_parser(sub):
                    help="test-time augmentation: average the softmax over views")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable folder images")
     p.add_argument("--verify", default="header", choices=["header", "full", "none"])
+    p.add_argument("--pipeline", default="auto", choices=PIPELINES,
+                   help="input pipeline: grain (every backend; auto) or tf (tf.data)")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.add_argument("--per-class", action="store_true", help="also print the top-1 of every class")
     p.add_argument("--no-progress", action="store_true")
@@ -32,7 +35,7 @@ def cmd_evaluate(args) -> int:
     from keras_attention.evaluation import evaluate
     result = evaluate(args.model, args.dataset, args.split, data_dir=args.data_dir,
                       batch_size=args.batch_size, tta=args.tta, progress=not args.no_progress,
-                      skip_corrupt=args.skip_corrupt, verify=args.verify)
+                      skip_corrupt=args.skip_corrupt, verify=args.verify, pipeline=args.pipeline)
     tta = "" if result["tta"] == "none" else f", TTA {result['tta']}"
     print(f"{result['model']} on {result['dataset']} [{result['split']}]: "
           f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
@@ -42,9 +45,8 @@ def cmd_evaluate(args) -> int:
         for label, top1 in result["per_class_top1"].items():
             print(f"  {label:<{width}}  " + ("no images" if top1 is None else f"{top1:6.2f}%"))
     if args.json:
-        from keras_attention.training import atomic_save
-        text = json.dumps(result, indent=2) + "\n"
-        atomic_save(lambda tmp: Path(tmp).write_text(text), args.json)
+        from keras_attention._files import write_json
+        write_json(args.json, result)
     return 0
 
 
@@ -77,13 +79,17 @@ def cmd_predict(args) -> int:
 def _add_demo_parser(sub):
     p = add_common_arguments(sub.add_parser(
         "demo", help="the main job: evaluate shipped weights, classify test images",
-                       description="Evaluate a pretrained model (default se_resnet20.cifar10) on "
-                       "its dataset's full evaluation split, compare top-1 with its model card, "
-                       "then classify a few test images with `predict`."))
+        description="Evaluate a pretrained model (default se_resnet20.cifar10) on its dataset's "
+                    "full evaluation split, compare top-1 with its model card, then classify a few "
+                    "test images with `predict`. Exit status 1 if top-1 differs from the card."))
     p.add_argument("model", nargs="?", default="se_resnet20.cifar10")
+    p.add_argument("--dataset", help="dataset (default: the model's); e.g. a prepared folder "
+                   "from `keras-attention data prepare cifar10` where TensorFlow is absent")
     p.add_argument("--images", type=int, default=4, help="test images to classify")
     p.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
     p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--pipeline", default="auto", choices=PIPELINES,
+                   help="input pipeline: grain (every backend; auto) or tf (tf.data)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -92,33 +98,41 @@ def cmd_demo(args) -> int:
     import tempfile
 
     from keras_attention.data import load_source
-    from keras_attention.evaluation import evaluate, load_for_inference, predict
+    from keras_attention.evaluation import evaluate_model, load_for_inference, predict
 
     loaded = load_for_inference(args.model)
     card = loaded.config.get("metrics") or {}
-    result = evaluate(loaded, data_dir=args.data_dir, batch_size=args.batch_size,
-                      progress=not args.no_progress)
-    print(f"{result['model']} on {result['dataset']} [{result['split']}]: top-1 "
-          f"{result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({result['num_examples']} images)")
+    dataset = args.dataset or loaded.config.get("dataset")
+    split = card.get("split") or "test"
+    source = load_source(dataset, split, data_dir=args.data_dir, label_names=loaded.label_names)
+    result = evaluate_model(loaded.model, source, loaded.preprocessing, batch_size=args.batch_size,
+                            progress=not args.no_progress, pipeline=args.pipeline)
+    print(f"{loaded.name} on {dataset} [{split}]: top-1 {result['top1']:.2f}%  top-5 "
+          f"{result['top5']:.2f}%  ({result['num_examples']} images, {keras_backend()} backend, "
+          f"{resolve_pipeline(args.pipeline)} pipeline)")
+    same = True
     if card.get("top1") is not None:
         same = abs(card["top1"] - result["top1"]) < 0.005
         top5 = card.get("top5")
         print(f"model card: top-1 {card['top1']:.2f}%"
               + (f"  top-5 {top5:.2f}%" if top5 is not None else "")
               + f"  -> {'same' if same else 'DIFFERENT'}")
-    source = load_source(result["dataset"], result["split"], data_dir=args.data_dir,
-                         label_names=loaded.label_names)
     with tempfile.TemporaryDirectory() as tmp:
         files, truth = [], []
-        for i, (encoded, label) in enumerate(source.records.take(args.images)):
-            ext = ".png" if encoded.numpy()[:4] == b"\x89PNG" else ".jpg"
-            files.append(os.path.join(tmp, f"{result['split'].split('[')[0]}_{i}{ext}"))
-            Path(files[-1]).write_bytes(encoded.numpy())
-            truth.append(source.label_names[int(label)])
+        for i in range(min(args.images, source.num_examples)):
+            data, ext = source.encoded_image(i)
+            files.append(os.path.join(tmp, f"{split.split('[')[0]}_{i}{ext}"))
+            Path(files[-1]).write_bytes(data)
+            truth.append(source.label_names[int(source.labels[i])])
         for r, true in zip(predict(loaded, files, top_k=3), truth):
             guesses = ", ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in r["top"])
             print(f"{Path(r['file']).name} (true: {true}): {guesses}")
-    return 0 if card.get("top1") is None or same else 1
+    return 0 if same else 1
+
+
+def keras_backend() -> str:
+    import keras
+    return keras.backend.backend()
 
 
 def register(sub) -> None:

@@ -31,12 +31,15 @@ _TRAIN_OPTIONS = [
     ("--model", "model", str, None, "registered architecture, e.g. se_resnet20"),
     ("--model-kwargs", "model_kwargs", json.loads, None,
      'JSON dict of extra builder arguments, e.g. \'{"attention_kwargs": {"reduction_ratio": 8}}\''),
-    ("--dataset", "dataset", str, None, "TFDS name (cifar10, imagenette/160px-v2) or a folder "
-     "with <split>/<class>/<images>"),
+    ("--dataset", "dataset", str, None, "a prepared dataset folder (keras-attention data prepare), "
+     "a class folder (<split>/<class>/<images>) or a TFDS name (cifar10; needs TensorFlow)"),
     ("--data-dir", "data_dir", str, None, "TFDS data directory (default: $TFDS_DATA_DIR)"),
     ("--train-split", "train_split", str, None, "training split, slices allowed: train[:5000]"),
     ("--val-split", "val_split", str, None, "validation split ('none' to skip)"),
-    ("--cache", "cache", str, None, "auto | decoded | encoded | none (in-memory caching)"),
+    ("--pipeline", "pipeline", str, None, "input pipeline: auto | grain (every backend) | tf "
+     "(tf.data)"),
+    ("--num-threads", "num_threads", int, None, "grain reader threads (default: CPU cores)"),
+    ("--cache", "cache", str, None, "tf.data caching: auto | decoded | encoded | none"),
     ("--skip-corrupt", "skip_corrupt", _bool, None, "skip unreadable images in a folder "
      "dataset (true/false)"),
     ("--verify", "verify", str, None, "folder images check: header (default) | full | none"),
@@ -59,6 +62,8 @@ _TRAIN_OPTIONS = [
     ("--label-smoothing", "label_smoothing", float, None, "label smoothing in [0, 1)"),
     ("--grad-clip-norm", "grad_clip_norm", float, None, "global gradient-norm clipping"),
     ("--mixed-precision", "mixed_precision", str, None, "off | float16 | bfloat16"),
+    ("--initial-loss-scale", "initial_loss_scale", float, None, "float16: start of the dynamic "
+     "loss scale"),
     ("--distribute", "distribute", str, None, "off | mirrored | multiworker (TensorFlow) | "
      "data_parallel (JAX)"),
     ("--logical-cpus", "logical_cpus", int, None, "split the CPU into N logical devices "

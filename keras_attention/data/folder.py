@@ -3,10 +3,10 @@
 We list the files ourselves rather than use ``tfds.folder_dataset.ImageFolder`` or
 ``keras.utils.image_dataset_from_directory``: we need the file list to name a corrupt
 file (neither library does; a decode error deep inside ``tf.data`` names no file),
-to skip and count such files on request, and to keep each image at its original
-size so ImageNet-style random-resized crops see the whole image
-(``image_dataset_from_directory`` resizes every image to one size first). Decoding
-stays in ``tf.data`` (``tf.io.decode_image``, in parallel).
+to skip and count such files on request, to keep each image at its original size so
+ImageNet-style random-resized crops see the whole image (``image_dataset_from_directory``
+resizes every image to one size first), and to read folders without TensorFlow. Files are
+checked and decoded with Pillow (the NumPy/grain path) or ``tf.io`` (the ``tf.data`` path).
 """
 
 from __future__ import annotations
@@ -15,38 +15,34 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import tensorflow as tf
-
-from keras_attention.data.source import ImageSource
+from keras_attention.data.source import ImageSource, parse_split, split_base
 from keras_attention._errors import InvalidInputError
 
-# Magic numbers of the formats tf.io.decode_image reads.
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+#: Formats both pipelines decode (Pillow's names; ``tf.io.decode_image`` reads the same five).
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 
 
-def _looks_like_image(head: bytes) -> bool:
-    if any(head.startswith(sig) for sig in _SIGNATURES):
-        return True
-    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
-
-
-def _check_header(path: str) -> str | None:
-    """``None`` if ``path`` starts like an image, else the reason."""
+def check_image_header(path: str) -> str | None:
+    """``None`` if Pillow identifies ``path`` as one of :data:`FORMATS` from its header
+    (the pixels are not decoded), else the reason."""
+    from PIL import Image, UnidentifiedImageError
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        if os.path.getsize(path) == 0:
+            return "is empty (0 bytes)"
+        with Image.open(path) as img:
+            fmt = img.format
+    except UnidentifiedImageError:
+        return f"is not a readable image (Pillow cannot identify it; expected {', '.join(FORMATS)})"
     except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    if not head:
-        return "is empty (0 bytes)"
-    if not _looks_like_image(head):
-        return "is not an image (JPEG, PNG, GIF, BMP or WebP)"
+        return f"cannot be read ({err.strerror or err})"
+    if fmt not in FORMATS:
+        return f"is a {fmt} image; expected one of {', '.join(FORMATS)}"
     return None
 
 
 def _check_decode(path: str) -> str | None:
     """``None`` if Pillow decodes ``path`` completely, else the reason."""
-    reason = _check_header(path)
+    reason = check_image_header(path)
     if reason:
         return reason
     from PIL import Image
@@ -67,7 +63,7 @@ def find_corrupt_images(files, full: bool = True, progress: bool = True) -> dict
             ``False`` only checks the format signature in the first bytes (fast).
         progress: show a tqdm progress bar.
     """
-    check = _check_decode if full else _check_header
+    check = _check_decode if full else check_image_header
     files = list(files)
     bad = {}
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
@@ -89,7 +85,7 @@ def list_splits(root: str | os.PathLike) -> list[str]:
 def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] | None = None,
                 skip_corrupt: bool = False, verify: str = "header",
                 progress: bool = True) -> ImageSource:
-    """Opens ``root/<split>/<class>/*`` as an :class:`ImageSource`.
+    """Opens ``root/<split>/<class>/*`` as an :class:`ImageSource` (files in sorted order).
 
     Classes are the sub-folders of ``root/<split>`` in sorted order (or
     ``label_names``, e.g. those of a trained model, in that order). Every
@@ -98,7 +94,8 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
 
     Args:
         root: dataset folder containing one folder per split.
-        split: split folder name (``"train"``, ``"val"``, ...).
+        split: split folder name (``"train"``, ``"val"``, ...), optionally sliced as in
+            TFDS (``"train[:1000]"``, ``"val[:10%]"``) over the sorted file list.
         label_names: class order to use; every class folder must be one of them
             (classes without a folder are allowed, e.g. evaluating on a subset).
         skip_corrupt: skip files that are not readable images (they are listed in
@@ -118,10 +115,11 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
     root = Path(root)
     if not root.is_dir():
         raise InvalidInputError(f"Dataset folder {str(root)!r} does not exist or is not a folder.")
-    split_dir = root / split
+    base = split_base(split)
+    split_dir = root / base
     if not split_dir.is_dir():
         found = list_splits(root)
-        raise InvalidInputError(f"Split {split!r} not found in {str(root)!r}: expected a folder "
+        raise InvalidInputError(f"Split {base!r} not found in {str(root)!r}: expected a folder "
                          f"{str(split_dir)!r}; found split folders {found or 'none'}.")
     if verify not in ("header", "full", "none"):
         raise InvalidInputError(f"verify must be 'header', 'full' or 'none'; received {verify!r}.")
@@ -129,7 +127,7 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
     if not class_dirs:
         loose = [p.name for p in split_dir.iterdir() if not p.name.startswith(".")][:5]
         raise InvalidInputError(f"{str(split_dir)!r} has no class folders (expected "
-                         f"{split}/<class>/<image files>); found {loose or 'nothing'}.")
+                         f"{base}/<class>/<image files>); found {loose or 'nothing'}.")
     names = list(label_names) if label_names is not None else [p.name for p in class_dirs]
     index = {n: i for i, n in enumerate(names)}
     files, labels, empty = [], [], []
@@ -148,6 +146,8 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
         counts = {p.name: sum(1 for q in p.iterdir() if q.is_file()) for p in class_dirs[:20]}
         raise InvalidInputError(f"Empty class folder(s) in {str(split_dir)!r}: {empty}; every class needs "
                          f"at least one image. Files per class found: {counts}.")
+    rows = parse_split(split, {base: len(files)})[1]
+    files, labels = files[rows], labels[rows]
 
     skipped = []
     if verify != "none":
@@ -167,19 +167,22 @@ def load_folder(root: str | os.PathLike, split: str, *, label_names: list[str] |
             labels = [labels[i] for i in keep]
 
     encoded_bytes = sum(os.path.getsize(f) for f in files)
-    paths = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(files), tf.constant(labels, dtype=tf.int64)))
-    records = paths.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
+
+    def tf_records():
+        import tensorflow as tf
+        paths = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(files), tf.constant(labels, dtype=tf.int64)))
+        return paths.map(lambda p, y: (tf.io.read_file(p), y),
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def on_decode_error(err):
         bad = find_corrupt_images(files, full=True, progress=progress)
         if bad:
             path, reason = next(iter(bad.items()))
             raise InvalidInputError(f"Image file {path!r} {reason} ({len(bad)} bad file(s) in "
-                             f"{str(split_dir)!r}); remove it or use --skip-corrupt with "
-                             f"--verify full.") from err
+                                    f"{str(split_dir)!r}); remove it or use --skip-corrupt with "
+                                    f"--verify full.") from err
 
-    return ImageSource(name=str(root), split=split, records=records, num_examples=len(files),
-                       label_names=names, image_shape=None, encoded_bytes=encoded_bytes,
-                       files=files, skipped_files=skipped, on_decode_error=on_decode_error)
+    return ImageSource(name=str(root), split=split, labels=labels, label_names=names,
+                       encoded_bytes=encoded_bytes, files=files, skipped_files=skipped,
+                       tf_records=tf_records, on_decode_error=on_decode_error)

@@ -71,6 +71,15 @@ def classifier_head(x, *, num_classes: int, include_top: bool, pooling: str | No
                               name="head_fc")(x)
 
 
+def outputs_probabilities(model: keras.Model) -> bool:
+    """Whether ``model``'s output is a softmax (probabilities); else it gives logits."""
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    if act is None and type(last).__name__ == "Softmax":
+        return True
+    return act is keras.activations.softmax or getattr(act, "__name__", "") == "softmax"
+
+
 def check_model_args(num_classes, input_shape, include_top):
     """Validates the arguments every builder shares; returns ``input_shape`` as a tuple."""
     if include_top and (isinstance(num_classes, bool) or not isinstance(num_classes, int)

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
-from keras_attention.data import load_source, load_tfds
-from keras_attention.data.augment import decode_image
+pytestmark = pytest.mark.tf
+
+from keras_attention.data import load_source
+from keras_attention.data.tfds import load_tfds
+from keras_attention.data.tf_augment import decode_image
 from tests.data._common import TFDS_DIR, needs_cifar
 
 
@@ -14,7 +17,7 @@ def test_cifar10_test_split_metadata_and_records():
     assert src.num_examples == 10_000
     assert src.label_names[:3] == ["airplane", "automobile", "bird"] and src.num_classes == 10
     assert src.image_shape == (32, 32, 3)
-    encoded, label = next(iter(src.records))
+    encoded, label = next(iter(src.tf_records()))
     assert encoded.numpy()[:4] == b"\x89PNG"  # not decoded yet: decoding is the pipeline's job
     image = decode_image(encoded).numpy()
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and 0 <= int(label) < 10
@@ -25,7 +28,7 @@ def test_split_slices_and_tfds_data_dir_env(monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(TFDS_DIR))
     src = load_source("cifar10", "train[:300]", download=False)  # found through the env var
     assert src.num_examples == 300
-    assert sum(1 for _ in src.records) == 300
+    assert sum(1 for _ in src.tf_records()) == 300 and len(src.labels) == 300
 
 
 @needs_cifar

@@ -1,99 +1,22 @@
-"""``tf.data`` pipelines for training and evaluation, and the preprocessing config.
+"""``tf.data`` pipelines for training and evaluation: the TensorFlow path.
 
-The model side of the package is backend-agnostic; these pipelines are the only
-TensorFlow code in training: they yield NumPy-convertible float32 NHWC batches that
-any Keras backend consumes.
+The same recipes as :mod:`keras_attention.data.loader` (NumPy/Pillow/grain, every backend),
+with ``tf.image`` ops (:mod:`keras_attention.data.tf_augment`); needs TensorFlow
+(``pip install keras-attention[tf]``). Batches are float32 NHWC, consumable by any backend.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
-
 import tensorflow as tf
 
-from keras_attention.data import augment
-from keras_attention.data.source import ImageSource
 from keras_attention._errors import InvalidInputError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from keras_attention.data import tf_augment as augment
+from keras_attention.data.preprocessing import Preprocessing
+from keras_attention.data.source import ImageSource
 
 # In-memory caching limits: decoded images (uint8) or encoded files.
 _CACHE_DECODED_MAX = 2 * 1024**3
 _CACHE_ENCODED_MAX = 4 * 1024**3
-
-
-@dataclass
-class Preprocessing:
-    """How images are turned into model inputs; saved with the weights.
-
-    Field names follow the ``pretrained.json`` schema (``weights/README.md``).
-
-    Attributes:
-        input_size: ``(H, W, C)`` model input.
-        crop_pct: evaluation crop fraction (shorter side resized to ``size / crop_pct``,
-            then centre crop); ``1.0`` = no crop.
-        interpolation: ``"bilinear"``, ``"bicubic"``, ``"nearest"`` or ``"area"``.
-        mean, std: per-channel RGB normalisation on [0, 1] images.
-        recipe: training augmentation, ``"cifar"``, ``"imagenet"`` or ``"none"``.
-        pad: padding of the CIFAR recipe (pixels per side).
-        scale, ratio: area and aspect-ratio ranges of the ImageNet recipe.
-        hflip: random horizontal flips in training.
-    """
-
-    input_size: tuple = (224, 224, 3)
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
-    recipe: str = "imagenet"
-    pad: int = 4
-    scale: tuple = (0.08, 1.0)
-    ratio: tuple = (3 / 4, 4 / 3)
-    hflip: bool = True
-
-    def __post_init__(self):
-        self.input_size = tuple(int(v) for v in self.input_size)
-        if len(self.input_size) == 2:
-            self.input_size = (*self.input_size, 3)
-        if len(self.input_size) != 3 or self.input_size[2] != 3 or min(self.input_size) <= 0:
-            raise InvalidInputError(f"input_size must be (H, W, 3) with positive H, W; received "
-                             f"{self.input_size}.")
-        if not 0.0 < float(self.crop_pct) <= 1.0:
-            raise InvalidInputError(f"crop_pct must be in (0, 1]; received {self.crop_pct}.")
-        self.crop_pct = float(self.crop_pct)
-        if self.interpolation not in augment.INTERPOLATIONS:
-            raise InvalidInputError(f"interpolation must be one of {augment.INTERPOLATIONS}; received "
-                             f"{self.interpolation!r}.")
-        if self.recipe not in augment.RECIPES:
-            raise InvalidInputError(f"recipe must be one of {augment.RECIPES}; received {self.recipe!r}.")
-        self.mean = tuple(float(v) for v in self.mean)
-        self.std = tuple(float(v) for v in self.std)
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise InvalidInputError(f"mean and std must be 3 values each (std > 0); received "
-                             f"mean={self.mean}, std={self.std}.")
-        self.scale = tuple(float(v) for v in self.scale)
-        self.ratio = tuple(float(v) for v in self.ratio)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.input_size[:2]
-
-    def to_config(self) -> dict:
-        cfg = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "Preprocessing":
-        """From a dict such as a ``pretrained.json`` entry (unknown keys ignored)."""
-        names = set(cls.__dataclass_fields__)
-        kwargs = {k: v for k, v in cfg.items() if k in names and v is not None}
-        if "recipe" not in kwargs:
-            kwargs["recipe"] = "none"
-        return cls(**kwargs)
 
 
 def _decode_fn(source: ImageSource):
@@ -110,6 +33,12 @@ def _decode_fn(source: ImageSource):
 def _cached_examples(source: ImageSource, cache: str | bool):
     """``(records, decode or None, cache mode)``: ``decode`` is ``None`` when the records
     are already decoded (mode ``"decoded"``); the caller caches them."""
+    if source.tf_records is None:
+        raise InvalidInputError(f"{source.describe()} has no tf.data records; use the grain "
+                                f"pipeline (pipeline='grain').")
+    records = source.tf_records()
+    if source.tf_records_decoded:
+        return records, None, "decoded" if cache in ("auto", True, "decoded", "encoded") else "none"
     decode = _decode_fn(source)
     mode = cache
     if cache in ("auto", True):
@@ -122,12 +51,12 @@ def _cached_examples(source: ImageSource, cache: str | bool):
         else:
             mode = "none"
     if mode == "decoded":
-        ds = source.records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         return ds, None, mode
     if mode == "encoded":
-        return source.records, decode, mode
+        return records, decode, mode
     if mode in ("none", False):
-        return source.records, decode, "none"
+        return records, decode, "none"
     raise InvalidInputError(f"cache must be 'auto', 'decoded', 'encoded' or 'none'; received {cache!r}.")
 
 
@@ -274,24 +203,3 @@ def eval_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *,
     ds = base.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
-
-
-def load_source(dataset: str, split: str, *, data_dir: str | None = None,
-                label_names: list[str] | None = None, skip_corrupt: bool = False,
-                verify: str = "header", download: bool = True) -> ImageSource:
-    """A TFDS dataset by name, or a class-folder dataset when ``dataset`` is a folder.
-
-    ``dataset`` is treated as a folder when it is an existing folder or starts with
-    ``/``, ``.`` or ``~``; anything else is a TFDS name (``"imagenette/160px"``).
-    """
-    expanded = os.path.expanduser(dataset)
-    if os.path.isdir(expanded) or dataset.startswith((".", "~", "/")):
-        from keras_attention.data.folder import load_folder
-        return load_folder(expanded, split, label_names=label_names, skip_corrupt=skip_corrupt,
-                           verify=verify)
-    from keras_attention.data.tfds import load_tfds
-    source = load_tfds(dataset, split, data_dir=data_dir, download=download)
-    if label_names is not None and list(label_names) != source.label_names:
-        raise InvalidInputError(f"The model's {len(label_names)} label names differ from dataset "
-                         f"{dataset!r}'s {source.num_classes} ({source.label_names[:5]}...).")
-    return source

@@ -1,13 +1,17 @@
-"""tf.data pipelines: augmentation maths, determinism from (seed, epoch), resume slicing,
+"""The tf.data path: augmentation maths, determinism from (seed, epoch), resume slicing,
 evaluation views, and the preprocessing config."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_attention.data import (CIFAR10_MEAN, CIFAR10_STD, ImageSource, Preprocessing, augment,
-                                  eval_dataset, load_tfds, train_dataset)
+from keras_attention.data import CIFAR10_MEAN, CIFAR10_STD, ImageSource, Preprocessing
+from keras_attention.data import tf_augment as augment
+from keras_attention.data.tf_pipeline import eval_dataset, train_dataset
+from keras_attention.data.tfds import load_tfds
 from tests.data._common import TFDS_DIR, needs_cifar
+
+pytestmark = pytest.mark.tf
 
 
 def _image(h, w, seed=0):
@@ -17,10 +21,11 @@ def _image(h, w, seed=0):
 def _png_source(images, labels, num_classes=3):
     """An in-memory ImageSource of PNG-encoded images."""
     encoded = [tf.io.encode_png(img).numpy() for img in images]
-    records = tf.data.Dataset.from_tensor_slices((encoded, np.asarray(labels, np.int64)))
+    labels = np.asarray(labels, np.int64)
     shape = images[0].shape if len({i.shape for i in images}) == 1 else None
-    return ImageSource("synthetic", "train", records, len(images),
-                       [f"c{i}" for i in range(num_classes)], image_shape=shape)
+    return ImageSource("synthetic", "train", labels, [f"c{i}" for i in range(num_classes)],
+                       image_shape=shape, _encoded=encoded,
+                       tf_records=lambda: tf.data.Dataset.from_tensor_slices((encoded, labels)))
 
 
 def test_cifar_transform_is_a_padded_shift_possibly_mirrored():

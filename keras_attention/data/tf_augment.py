@@ -1,4 +1,5 @@
-"""Image transforms for ``tf.data``: decoding, training augmentation, evaluation crops.
+"""Image transforms for ``tf.data`` (the TensorFlow path; :mod:`keras_attention.data.transforms`
+is the NumPy/Pillow counterpart): decoding, training augmentation, evaluation crops.
 
 All random transforms are *stateless* (``tf.image.stateless_*``) and take an explicit
 ``seed`` of shape ``[2]``, so a pipeline is reproducible from (run seed, epoch,
@@ -10,9 +11,10 @@ Training recipes:
 * ``"cifar"`` (He et al. 2016, sec. 4.2): pad 4 pixels on each side with zeros, take a
   random ``size`` crop, flip horizontally with probability 0.5.
 * ``"imagenet"`` (Szegedy et al. 2015, as in the reference ResNet/SENet training
-  code): random-resized crop (area fraction in ``scale`` = [0.08, 1], aspect ratio in
-  ``ratio`` = [3/4, 4/3], up to 10 attempts, the whole image as fallback), resize to
-  ``size``, horizontal flip.
+  code): random-resized crop (area fraction uniform in ``scale`` = [0.08, 1], aspect ratio
+  log-uniform in ``ratio`` = [3/4, 4/3], up to 10 attempts, the whole image as fallback; as
+  torchvision and timm sample it, not ``tf.image.sample_distorted_bounding_box``, whose
+  uniform height gives smaller crops), resize to ``size``, horizontal flip.
 * ``"none"``: evaluation transform only.
 
 Evaluation: resize the shorter side to ``size / crop_pct`` and take the central
@@ -27,13 +29,21 @@ import math
 import tensorflow as tf
 from keras_attention._errors import InvalidInputError
 
-RECIPES = ("cifar", "imagenet", "none")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+from keras_attention.data.transforms import INTERPOLATIONS, RECIPES  # noqa: F401 (one list)
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 ``(H, W, 3)`` (grayscale repeated)."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 ``(H, W, 3)`` (grayscale repeated).
+
+    JPEGs are decoded with libjpeg's accurate integer DCT (``dct_method="INTEGER_ACCURATE"``,
+    not TensorFlow's default fast one), as Pillow decodes them: the ``tf.data`` and
+    NumPy/grain pipelines then see identical pixels (the fast DCT differs by up to 5 grey
+    levels, 1 on average, on Imagewoof).
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 
@@ -130,16 +140,37 @@ def cifar_train_transform(image, seed, size=(32, 32), pad=4, flip=True, interpol
     return image
 
 
+def random_resized_crop_box(shape, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=10):
+    """``(top, left, height, width)`` int32 of a random crop, as
+    :func:`keras_attention.data.transforms.random_resized_crop_box` draws it (area fraction
+    uniform in ``scale``, aspect ratio log-uniform in ``ratio``, the first of ``attempts``
+    candidates that fits, else the whole image; Szegedy et al. 2015 as torchvision and timm
+    sample it), so both pipelines crop with the same distribution. Stateless in ``seed``."""
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    area_seed, ratio_seed, top_seed, left_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4))
+    area = h * w * tf.random.stateless_uniform([attempts], area_seed, scale[0], scale[1])
+    aspect = tf.exp(tf.random.stateless_uniform([attempts], ratio_seed, math.log(ratio[0]),
+                                                math.log(ratio[1])))
+    cw = tf.round(tf.sqrt(area * aspect))
+    ch = tf.round(tf.sqrt(area / aspect))
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    ok = tf.reduce_any(fits)
+    ch = tf.cast(tf.where(ok, ch[first], h), tf.int32)
+    cw = tf.cast(tf.where(ok, cw[first], w), tf.int32)
+    top = tf.random.stateless_uniform([], top_seed, 0, tf.cast(shape[0], tf.int32) - ch + 1, tf.int32)
+    left = tf.random.stateless_uniform([], left_seed, 0, tf.cast(shape[1], tf.int32) - cw + 1, tf.int32)
+    return top, left, ch, cw
+
+
 def imagenet_train_transform(image, seed, size=(224, 224), scale=(0.08, 1.0),
                              ratio=(3 / 4, 4 / 3), flip=True, interpolation="bilinear"):
     """Random-resized crop to ``size``, random horizontal flip; float32 [0, 255]."""
     size = tuple(int(s) for s in size)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=crop_seed,
-        min_object_covered=0.0, aspect_ratio_range=ratio, area_range=scale, max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    image = tf.slice(image, begin, extent)
+    top, left, ch, cw = random_resized_crop_box(tf.shape(image), crop_seed, scale, ratio)
+    image = image[top:top + ch, left:left + cw]
     image = _resize(image, size, interpolation)
     image.set_shape([size[0], size[1], 3])
     if flip:
