@@ -226,7 +226,9 @@ CIFAR_DEFAULTS = {"stage_widths": (16, 32, 64), "stem": "cifar", "stem_width": 1
 CIFAR_ARCHS = {f"resnet{6 * n + 2}": ("basic", (n, n, n), CIFAR_DEFAULTS) for n in (3, 5, 7, 9, 18)}
 
 #: Registered attention variants: name prefix -> (attention, its kwargs, ImageNet archs,
-#: backbone defaults). Every prefix also gets the CIFAR ResNets.
+#: builder options for the family's attention on ImageNet archs). Every prefix also gets the
+#: CIFAR ResNets. The kwargs and options (and STAGE_KWARGS) belong to the family's attention:
+#: they are dropped when a user swaps in another one (see ``_register``).
 ATTENTION_VARIANTS = {
     "se": ("se", {}, ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                       "resnext101_32x4d", "resnext26d_32x4d", "resnext26t_32x4d"], {}),
@@ -244,7 +246,7 @@ ATTENTION_VARIANTS = {
     "eca": ("eca", {}, ["resnet50", "resnet101", "resnet50d", "resnet101d"], {}),
 }
 
-#: Per-stage attention arguments of specific registered ImageNet models.
+#: Per-stage attention arguments of specific registered ImageNet models (family options too).
 STAGE_KWARGS = {
     "eca_resnet50": {s: {"kernel_size": k} for s, k in zip((1, 2, 3, 4), (3, 5, 5, 7))},
     "eca_resnet101": {s: {"kernel_size": k} for s, k in zip((1, 2, 3, 4), (3, 3, 5, 7))},
@@ -256,16 +258,37 @@ FAMILY_NAMES = {"se": "SE (Squeeze-and-Excitation)", "ge": "Gather-Excite (GE-th
                 "cbam": "CBAM", "nam": "NAM", "eca": "ECA"}
 
 
-def _register(name, block, depths, defaults, attention=None, attention_kwargs=None, summary=""):
+def _same_attention(spec, family_attention) -> bool:
+    """Whether the ``attention=`` a user gave names the family's own attention."""
+    return isinstance(spec, str) and spec.lower().replace("-", "_") == family_attention
+
+
+def _register(name, block, depths, defaults, attention=None, attention_kwargs=None, attention_options=None,
+              summary=""):
+    """Registers ``name``; a family model gets ``attention`` and its family options.
+
+    ``attention_kwargs`` (the family's attention arguments) and ``attention_options`` (builder
+    options that only make sense for the family's attention: GC's ``attention_stages``, ECA's
+    per-stage ``attention_stage_kwargs``) apply while the family's attention is kept: when
+    ``attention=`` is not given or names the family's attention again. A different
+    ``attention=`` (another name, a class, an instance, a callable or ``None``) starts from
+    that attention's own defaults plus the user's ``attention_kwargs``, in every stage; options
+    the user passes explicitly (``attention_stages=...``) are always used.
+    """
+    attention_kwargs, attention_options = dict(attention_kwargs or {}), dict(attention_options or {})
+
     def builder(**kwargs):
         options = {**defaults, **kwargs}
-        if attention is not None:
-            options.setdefault("attention", attention)
-            options["attention_kwargs"] = {**(attention_kwargs or {}), **(options.get("attention_kwargs") or {})}
+        if attention is not None and _same_attention(kwargs.get("attention", attention), attention):
+            options = {**defaults, **attention_options, **kwargs, "attention": attention,
+                       "attention_kwargs": {**attention_kwargs, **(kwargs.get("attention_kwargs") or {})}}
         return build_resnet(block, depths, name=options.pop("name", name), **options)
 
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{summary}\n\nArguments are those of :func:`build_resnet` (defaults: {defaults})."
+    family = "" if attention is None else (
+        f" Family attention: {attention!r}, attention_kwargs {attention_kwargs}, options {attention_options};"
+        " a different `attention=` starts from its own defaults instead.")
+    builder.__doc__ = f"{summary}\n\nArguments are those of :func:`build_resnet` (defaults: {defaults}).{family}"
     builder.__module__ = __name__
     register_model(builder)
 
@@ -278,9 +301,11 @@ def _register_all():
         for prefix, (attention, attention_kwargs, archs, fam_defaults) in ATTENTION_VARIANTS.items():
             if cifar or arch in archs:
                 name = f"{prefix}_{arch}"
-                stage_kwargs = {"attention_stage_kwargs": STAGE_KWARGS[name]} if name in STAGE_KWARGS else {}
-                _register(name, block, depths, {**extra, **({} if cifar else fam_defaults), **stage_kwargs},
-                          attention=attention, attention_kwargs=attention_kwargs,
+                options = {**({} if cifar else fam_defaults)}
+                if name in STAGE_KWARGS:
+                    options["attention_stage_kwargs"] = STAGE_KWARGS[name]
+                _register(name, block, depths, extra, attention=attention, attention_kwargs=attention_kwargs,
+                          attention_options=options,
                           summary=f"{kind}{arch} with {FAMILY_NAMES[prefix]} attention in every residual block"
                                   f"{' of stages 2-4' if 'attention_stages' in fam_defaults and not cifar else ''}.")
 

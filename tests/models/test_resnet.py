@@ -182,3 +182,77 @@ def test_initialisation_differs_per_layer_and_follows_the_seed():
     assert np.std(a) == pytest.approx(np.sqrt(2.0 / (3 * 3 * 16)), rel=0.15)  # He fan-out
     keras.utils.set_random_seed(1)
     np.testing.assert_array_equal(np.asarray(ka.create_model("resnet20").get_layer("stage1_block0_conv1").kernel), a)
+
+
+# --------------------------------------------------------------------------------------
+# A user-given attention replaces the family's attention with that attention's own
+# defaults (issue 15, defect 5): the family's attention_kwargs, per-stage attention
+# kwargs (ECA's released kernel sizes) and attention-only backbone defaults (GC's
+# attention_stages) apply only while the family's attention is kept.
+
+from keras_attention.layers import get_attention  # noqa: E402
+from keras_attention.models.resnet import ATTENTION_VARIANTS  # noqa: E402
+
+
+def _swap_for(prefix):
+    """An attention other than the family's, and the registered family that uses it."""
+    return "cbam" if ATTENTION_VARIANTS[prefix][0] == "se" else "se"
+
+
+def _attention_layers(model):
+    return [layer for layer in model.layers if layer.name.endswith("_attention")]
+
+
+def _check_default_attention(layers, swap, **overrides):
+    cls = get_attention(swap)
+    expected = {k: v for k, v in cls(**overrides).get_config().items() if k != "name"}
+    for layer in layers:
+        assert type(layer) is cls, f"{layer.name} is {type(layer).__name__}, expected {cls.__name__}"
+        assert {k: v for k, v in layer.get_config().items() if k != "name"} == expected, layer.name
+
+
+@pytest.mark.parametrize("prefix", sorted(ATTENTION_VARIANTS))
+def test_swapped_attention_starts_from_its_own_defaults_cifar(prefix):
+    swap = _swap_for(prefix)
+    model = ka.create_model(f"{prefix}_resnet20", attention=swap)
+    layers = _attention_layers(model)
+    assert len(layers) == 9  # every block of the 3 x 3 CIFAR ResNet-20
+    _check_default_attention(layers, swap)
+    # The same network as the registered family of the swapped attention.
+    assert count_params(model) == count_params(ka.create_model(f"{swap}_resnet20"))
+
+
+@pytest.mark.parametrize("name", ["gc_resnet50", "eca_resnet50", "ge_theta_resnet50"])
+def test_swapped_attention_drops_family_backbone_options(name):
+    # gc_resnet50 has attention only in stages 2-4, eca_resnet50 fixes ECA kernel sizes per
+    # stage, ge_theta_resnet50 passes variant="theta": none of it reaches an SE attention.
+    model = ka.create_model(name, attention="se", input_shape=(64, 64, 3))
+    layers = _attention_layers(model)
+    assert len(layers) == 16  # 3 + 4 + 6 + 3 blocks
+    _check_default_attention(layers, "se")
+    assert count_params(model) == IMAGENET_PARAMS["se_resnet50"]
+
+
+def test_swapped_attention_takes_the_users_kwargs_and_options():
+    model = ka.create_model("ge_theta_resnet20", attention="se", attention_kwargs={"reduction_ratio": 4})
+    _check_default_attention(_attention_layers(model), "se", reduction_ratio=4)
+    # Backbone options the user gives explicitly are kept with a swapped attention.
+    model = ka.create_model("gc_resnet50", attention="se", attention_stages=(2, 3, 4), input_shape=(64, 64, 3))
+    names = {layer.name for layer in _attention_layers(model)}
+    assert "stage1_block0_attention" not in names and "stage2_block0_attention" in names
+    # attention=None gives the plain backbone.
+    assert count_params(ka.create_model("ge_theta_resnet20", attention=None)) == CIFAR_PARAMS["resnet20"]
+
+
+def test_kept_family_attention_keeps_family_options():
+    # The family's own attention, named again or left out, keeps the family's kwargs; the
+    # user's attention_kwargs are merged over them.
+    for kwargs in ({}, {"attention": "ge"}, {"attention": "GE"}):
+        model = ka.create_model("ge_theta_resnet20", **kwargs)
+        assert {layer.variant for layer in _attention_layers(model)} == {"theta"}
+    model = ka.create_model("ge_theta_resnet20", attention_kwargs={"variant": "theta+"})
+    assert {layer.variant for layer in _attention_layers(model)} == {"theta+"}
+    model = ka.create_model("eca_resnet50", attention="eca", input_shape=(64, 64, 3))
+    assert [model.get_layer(f"stage{s}_block0_attention").kernel_size for s in (1, 2, 3, 4)] == [3, 5, 5, 7]
+    names = {layer.name for layer in _attention_layers(ka.create_model("gc_resnet50", attention="gc"))}
+    assert "stage1_block0_attention" not in names and "stage2_block0_attention" in names
