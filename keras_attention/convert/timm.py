@@ -81,9 +81,11 @@ IGNORED_SUFFIXES = (".num_batches_tracked",)
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
 
 #: Parity with timm: max |ours - timm| / max |timm| of the logits, on random weights and random
-#: BatchNorm statistics (tests/convert/test_timm.py asserts it; ``keras-attention convert
-#: --verify`` checks it).
-PARITY_RTOL = 1e-4
+#: BatchNorm statistics, is below this (tests/convert/test_timm.py asserts it for ten
+#: architectures, ``keras-attention convert --verify`` checks it, the README states it).
+#: Measured: 3.8e-7 to 7.4e-7 (resnet50d), TensorFlow 2.21 CPU backend vs timm 1.0 / PyTorch
+#: CPU, 80 px inputs; the bound leaves room for other CPUs' float32 round-off.
+PARITY_RTOL = 5e-6
 
 
 class ConversionError(InvalidInputError):
