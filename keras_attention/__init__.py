@@ -1,6 +1,6 @@
 """keras-attention: a Keras 3 model zoo of attention CNNs with pretrained weights."""
 
-__version__ = "0.1.0"
+from keras_attention._version import __version__  # noqa: F401
 
 
 def _quiet_command_line() -> None:
@@ -38,5 +38,6 @@ _quiet_command_line()
 
 from keras_attention import layers  # noqa: E402,F401  (registers the serializable layers)
 from keras_attention import models  # noqa: E402,F401  (registers the architectures)
-from keras_attention.registry import create_model, list_models  # noqa: E402
-from keras_attention.hub import get_pretrained_cfg, list_pretrained, load  # noqa: E402
+from keras_attention._api import list_models  # noqa: E402
+from keras_attention.registry import create_model  # noqa: E402
+from keras_attention.weights import get_pretrained_cfg, list_pretrained, load  # noqa: E402

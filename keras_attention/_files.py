@@ -5,7 +5,8 @@ datasets) goes through :func:`atomic_write`: the content is written to a tempora
 in the same folder, flushed and ``fsync``-ed, then ``os.replace``-d over the target, so a
 reader (or a run killed at any moment) sees either the old file or the complete new one.
 Folders are replaced with :func:`atomic_folder`, which keeps the old folder until the new
-one is in place. Files are hashed with :func:`sha256_file` (``hashlib.file_digest``).
+one is in place. Files are hashed with :func:`sha256_file` (``hashlib.file_digest``;
+:func:`git_blob_sha1_file` for the Hub's ETag of regular files).
 """
 
 from __future__ import annotations
@@ -24,19 +25,40 @@ _HASH_MEMO: dict[tuple, str] = {}
 
 def file_digest(path, algorithm: str = "sha256") -> str:
     """Hex digest of a file's content (``hashlib.file_digest``), memoised per path, size,
-    modification time and inode, so verifying a large file twice reads it once."""
+    modification time and inode, so verifying a large file twice reads it once.
+
+    Args:
+        path: the file.
+        algorithm: a ``hashlib`` name (``"sha256"``), or ``"git-sha1"`` for the git blob id
+            (SHA-1 of ``b"blob <size>\\0"`` followed by the content).
+    """
     path = Path(path)
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, algorithm)
     if key not in _HASH_MEMO:
+        if algorithm == "git-sha1":
+            prefix = f"blob {st.st_size}\0".encode()
+            digest = lambda: hashlib.sha1(prefix)  # noqa: E731  (file_digest takes a constructor)
+        else:
+            digest = algorithm
         with open(path, "rb") as f:
-            _HASH_MEMO[key] = hashlib.file_digest(f, algorithm).hexdigest()
+            _HASH_MEMO[key] = hashlib.file_digest(f, digest).hexdigest()
     return _HASH_MEMO[key]
 
 
 def sha256_file(path) -> str:
     """Hex SHA-256 of a file's content (64 lowercase hex digits)."""
     return file_digest(path, "sha256")
+
+
+def git_blob_sha1_file(path) -> str:
+    """Hex git blob id of a file (40 hex digits): the Hugging Face Hub's ETag of a regular
+    (non-LFS) file, as ``git hash-object`` computes it.
+
+    (Own code over ``hashlib.file_digest``: ``huggingface_hub.utils.sha.git_hash`` takes the
+    whole content as one ``bytes`` object and does not memoise.)
+    """
+    return file_digest(path, "git-sha1")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -110,7 +132,8 @@ def atomic_folder(target):
     existing ``target`` is first renamed aside, the new folder renamed into place, and only
     then the old one deleted, so at every moment ``target`` is either the complete old
     folder or the complete new one (or, for an instant between the two renames, absent).
-    If the block raises, ``target`` is untouched and the temporary folder removed.
+    If the block raises, ``target`` is untouched and the temporary folder removed; if the
+    second rename fails, the old folder is renamed back before the error propagates.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +147,12 @@ def atomic_folder(target):
                 os.fsync(f.fileno())
         if target.exists():
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old.exists() and not target.exists():
+                os.replace(old, target)  # the old folder stays where it was
+            raise
         _fsync_folder(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,9 @@ import re
 import sys
 from pathlib import Path
 
-from keras_attention.registry import get_model_entry, list_models
+from keras_attention.complexity import count_macs, count_params
+from keras_attention.registry import create_model, get_model_entry, list_models
+from keras_attention.weights import get_pretrained_cfg, list_pretrained
 
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
 # docs/results.md's generated tables: marker name -> the recipe whose weights it lists.
@@ -25,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def model_table() -> str:
     """Markdown table of every registered architecture, grouped by family prefix."""
     pretrained: dict[str, list[str]] = {}
-    for tag in list_models(pretrained=True):
+    for tag in list_pretrained():
         arch, _, suffix = tag.partition(".")
         pretrained.setdefault(arch, []).append(suffix)
     rows = ["| model | description | pretrained tags |", "|---|---|---|"]
@@ -43,11 +45,7 @@ def results_table(recipe: str) -> str:
     script from its evaluation on the full split) or is counted from the model
     (trainable parameters; multiply-accumulates for one image at the input size).
     """
-    from keras_attention import hub
-    from keras_attention.complexity import count_macs, count_params
-    from keras_attention.registry import create_model
-
-    cfgs = [hub.get_pretrained_cfg(n) for n in list_models(pretrained=True)]
+    cfgs = [get_pretrained_cfg(n) for n in list_pretrained()]
     cfgs = [c for c in cfgs if Path((c.get("source") or {}).get("recipe") or "").name == recipe]
     cfgs.sort(key=lambda c: (-c["metrics"]["top1"], c["name"]))
     rows = ["| model | params | MACs | top-1 (%) | top-5 (%) | epochs | train time (min) | reproduce |",
@@ -66,9 +64,7 @@ def per_class_table(recipe: str) -> str:
     """Markdown table of the per-class top-1 (%) of the weights made with ``recipe`` that
     record it (``metrics.per_class_top1``), best overall top-1 first; the best model of
     each class in bold."""
-    from keras_attention import hub
-
-    cfgs = [hub.get_pretrained_cfg(n) for n in list_models(pretrained=True)]
+    cfgs = [get_pretrained_cfg(n) for n in list_pretrained()]
     cfgs = [c for c in cfgs if Path((c.get("source") or {}).get("recipe") or "").name == recipe
             and c["metrics"].get("per_class_top1")]
     if not cfgs:

@@ -10,26 +10,29 @@ A model is given as any of:
 * a ``.weights.h5`` file next to a ``pretrained.json`` (architecture and builder
   arguments come from it);
 * a pretrained name (``"se_resnet20.cifar10"``), an ``hf://org/repo`` address or a
-  published model folder (Keras unzipped layout with ``metadata.json``), resolved by
-  ``keras_attention.load`` and ``keras_attention.get_pretrained_cfg``.
+  published model folder (Keras unzipped layout with ``metadata.json``),
+
+all resolved by :func:`keras_attention.weights.resolve_source`, as ``keras_attention.load``
+resolves them. Nothing here needs TensorFlow (``pipeline="tf"`` aside).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
-from keras_attention._errors import InvalidInputError
 
+from keras_attention._errors import InvalidInputError
 from keras_attention.data import catalog, loader, transforms
+from keras_attention.data.preprocessing import Preprocessing
 from keras_attention.data.folder import check_image_header
 from keras_attention.data.source import explain_decode_error
 from keras_attention.models._common import outputs_probabilities
+from keras_attention.weights import load, resolve_source, source_cfg
 
 TTA_MODES = loader.TTA_MODES
 
@@ -49,15 +52,7 @@ class LoadedModel:
         return outputs_probabilities(self.model)
 
 
-def _read_cfg(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InvalidInputError(f"{str(path)!r} is not valid JSON: {err}") from None
-
-
 def _from_cfg(model: keras.Model, cfg: dict, name: str) -> LoadedModel:
-    from keras_attention.data import Preprocessing
     input_size = cfg.get("input_size") or list(model.input_shape[1:])
     pre = Preprocessing.from_config({**cfg, "input_size": input_size})
     labels = cfg.get("label_names")
@@ -72,73 +67,33 @@ def _from_cfg(model: keras.Model, cfg: dict, name: str) -> LoadedModel:
 
 def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | None = None
                        ) -> LoadedModel:
-    """Loads a model given as a run folder, ``.keras``/``.weights.h5`` file or pretrained name.
+    """Loads a model with its preprocessing and label names, resolved as ``keras_attention.load`` does.
 
     Args:
-        spec: see the module docstring; or a ``keras.Model`` (then ``config`` gives its
-            preprocessing and labels).
+        spec: a registry name (``"se_resnet20.cifar10"``), an ``hf://org/repo`` address, a
+            published model folder, a training run folder, a ``.keras`` / ``.weights.h5`` file
+            (see :func:`keras_attention.weights.resolve_source`, the one resolver ``load``
+            uses too); or a ``keras.Model`` (then ``config`` gives its preprocessing and labels).
         config: a ``pretrained.json``-style dict overriding the one found.
 
-    Raises:
-        ValueError: nothing found at ``spec`` and no such pretrained name, or a
-            ``pretrained.json`` that is missing where one is needed.
-    """
-    import keras_attention  # noqa: F401  (registers our layers for deserialisation)
+    Returns:
+        A :class:`LoadedModel`.
 
+    Raises:
+        ValueError: (``keras_attention`` errors) nothing at ``spec`` and no such pretrained
+            name, a ``.weights.h5`` file without a ``pretrained.json``, or label names that
+            do not fit the model.
+    """
     if isinstance(spec, keras.Model):
         return _from_cfg(spec, config or {}, spec.name)
-    if str(spec).startswith("hf://"):
-        return _load_pretrained(str(spec), config)
-    path = Path(os.path.expanduser(str(spec)))
-    if path.is_dir() and not (path / "pretrained.json").is_file() and \
-            (path / "config.json").is_file() and (path / "metadata.json").is_file():
-        return _load_pretrained(str(path), config)  # a published (Keras unzipped) folder
-    if path.is_dir():
-        cfg_path = path / "pretrained.json"
-        if (path / "model.keras").is_file():
-            model_path = path / "model.keras"
-        elif (path / "model.weights.h5").is_file():
-            model_path = path / "model.weights.h5"
-        else:
-            raise InvalidInputError(f"Folder {str(path)!r} holds neither model.keras nor "
-                             f"model.weights.h5.")
-    elif path.is_file():
-        model_path = path
-        cfg_path = path.parent / "pretrained.json"
-    else:
-        if str(spec).endswith((".keras", ".h5")) or os.sep in str(spec):
-            raise InvalidInputError(f"Model file or folder {str(spec)!r} does not exist.")
-        return _load_pretrained(str(spec), config)
-    cfg = _read_cfg(cfg_path) if cfg_path.is_file() else {}
+    source = resolve_source(spec)
+    cfg = source_cfg(source, required=False)
+    model = load(source)
+    if not cfg and not config:
+        warnings.warn(f"No pretrained config for {str(spec)!r}: using the model's input size, no crop, "
+                      f"ImageNet mean/std and numbered class names.", stacklevel=2)
     cfg.update(config or {})
-    if model_path.name.endswith(".keras"):
-        model = keras.saving.load_model(model_path, compile=False)
-    elif model_path.name.endswith(".weights.h5"):
-        if "architecture" not in cfg:
-            raise InvalidInputError(f"{str(model_path)!r} holds weights only; it needs a pretrained.json "
-                             f"with 'architecture' and 'model_kwargs' next to it.")
-        from keras_attention.registry import create_model
-        model = create_model(cfg["architecture"], **cfg.get("model_kwargs", {}))
-        model.load_weights(model_path)
-    else:
-        raise InvalidInputError(f"{str(model_path)!r}: expected a .keras or .weights.h5 file.")
-    if not cfg:
-        import warnings
-        warnings.warn(f"No pretrained.json next to {str(model_path)!r}: using the model's input "
-                      f"size, no crop, ImageNet mean/std and numbered class names.", stacklevel=2)
     return _from_cfg(model, cfg, str(spec))
-
-
-def _load_pretrained(name: str, config: dict | None) -> LoadedModel:
-    import keras_attention as ka
-    load = getattr(ka, "load", None)
-    get_cfg = getattr(ka, "get_pretrained_cfg", None)
-    if load is None or get_cfg is None:
-        raise InvalidInputError(f"{name!r} is not a model file or folder, and this installation has no "
-                         f"pretrained-weights loader (keras_attention.load).")
-    cfg = dict(get_cfg(name))
-    cfg.update(config or {})
-    return _from_cfg(load(name), cfg, name)
 
 
 # --------------------------------------------------------------------------- maths

@@ -2,8 +2,10 @@
 
 Builders are registered with :func:`register_model`; each takes keyword arguments
 (``num_classes``, ``input_shape``, ``include_top``, ``pooling``, attention options, ...)
-and returns a built, uncompiled ``keras.Model``. Pretrained tags (``arch.tag``) and
-their configs live as data in ``weights/`` and are resolved by :mod:`keras_attention.hub`.
+and returns a built, uncompiled ``keras.Model``. The builders register themselves when
+:mod:`keras_attention.models` is imported, which the package's ``__init__`` does (this
+module imports neither the models nor the weights). Pretrained tags (``arch.tag``) and
+their configs live as data in ``weights/`` and are resolved by :mod:`keras_attention.weights`.
 """
 
 from __future__ import annotations
@@ -46,22 +48,12 @@ def split_model_name(name: str) -> tuple[str, str | None]:
     return arch, (tag or None)
 
 
-def _ensure_models_imported():
-    import keras_attention.models  # noqa: F401  (registers the builders)
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered architecture names, optionally filtered by an ``fnmatch`` pattern.
 
-
-def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
-    """Sorted registered names, optionally filtered by an ``fnmatch`` pattern.
-
-    With ``pretrained=True`` the names are the pretrained tags (``arch.tag``) whose
-    configs ship in ``weights/``.
+    (``keras_attention.list_models(pretrained=True)`` lists the pretrained tags as well.)
     """
-    _ensure_models_imported()
-    if pretrained:
-        from keras_attention import hub
-        names = hub.list_pretrained()
-    else:
-        names = sorted(_MODELS)
+    names = sorted(_MODELS)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
     return names
@@ -74,7 +66,6 @@ def get_model_entry(name: str) -> ModelEntry:
         InvalidInputError: (a ``ValueError``) unknown name; the message lists the closest
             registered names.
     """
-    _ensure_models_imported()
     arch, _ = split_model_name(name)
     if arch not in _MODELS:
         hint = did_you_mean(arch, _MODELS, n=5)

@@ -140,7 +140,6 @@ def tiny_arch():
     Unregistered afterwards, so tests that list every model never see it.
     """
     from keras_attention import registry
-    registry._ensure_models_imported()
     registry.register_model(ka_test_tiny)
     try:
         yield TINY_ARCH
@@ -203,21 +202,21 @@ class TinyRegistry:
             revision: str | None = None, default: bool = False, keep_file: bool = True,
             card: str | None = None, arch: str = TINY_ARCH) -> str:
         """Writes ``weights/<arch>.<tag>/`` (weights of ``model``, entry, card); returns the name."""
-        from keras_attention import hub
+        from keras_attention.weights import sha256_file
         name = f"{arch}.{tag}"
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        weights = folder / "model.weights.h5"
+        path = folder / "model.weights.h5"
         if model is not None:
-            model.save_weights(str(weights))
-        cfg = tiny_cfg(tag, hub.sha256_file(weights), weights.stat().st_size,
+            model.save_weights(str(path))
+        cfg = tiny_cfg(tag, sha256_file(path), path.stat().st_size,
                        repo_id=repo_id or f"keras-attention-test/{name}", revision=revision, default=default,
                        arch=arch, input_size=tuple(model.input_shape[1:]) if model is not None else (8, 8, 3))
         (folder / "pretrained.json").write_text(json.dumps(cfg, indent=2))
         if card is not None:
             (folder / "README.md").write_text(card)
         if not keep_file:
-            weights.unlink()
+            path.unlink()
         return name
 
     def write_cfg(self, cfg: dict) -> Path:
@@ -230,10 +229,10 @@ class TinyRegistry:
 @pytest.fixture
 def tiny_registry(tmp_path, monkeypatch, tiny_arch) -> TinyRegistry:
     """An empty temporary registry searched before the package's ``weights/``."""
-    from keras_attention import hub
+    from keras_attention.weights import WEIGHTS_PATH_ENV
     root = tmp_path / "weights"
     root.mkdir()
-    monkeypatch.setenv(hub.WEIGHTS_PATH_ENV, str(root))
+    monkeypatch.setenv(WEIGHTS_PATH_ENV, str(root))
     return TinyRegistry(root)
 
 

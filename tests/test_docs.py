@@ -16,10 +16,9 @@ def test_results_table_is_generated_from_the_registry_and_current():
 
 
 def test_every_trained_weight_is_in_a_results_table():
-    from keras_attention import hub
-    from keras_attention.registry import list_models
+    from keras_attention.weights import get_pretrained_cfg, list_pretrained
 
-    ours = [hub.get_pretrained_cfg(n) for n in list_models(pretrained=True)]
+    ours = [get_pretrained_cfg(n) for n in list_pretrained()]
     ours = [c for c in ours if c["format"] == "keras"]
     assert ours
     text = (REPO_ROOT / "docs" / "results.md").read_text()

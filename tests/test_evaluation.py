@@ -127,17 +127,16 @@ def test_load_for_inference_from_folder_keras_and_weights_files(run_dir, tmp_pat
         load_for_inference(tmp_path / "w.weights.h5")
 
 
-def test_pretrained_names_go_through_keras_attention_load(run_dir, monkeypatch):
-    cfg = json.loads((run_dir / "pretrained.json").read_text())
-    calls = []
-    monkeypatch.setattr(ka, "load", lambda name: calls.append(name) or
-                        keras.saving.load_model(run_dir / "model.keras"), raising=False)
-    monkeypatch.setattr(ka, "get_pretrained_cfg", lambda name: cfg, raising=False)
-    loaded = load_for_inference("resnet20.cifar10")
-    assert calls == ["resnet20.cifar10"] and loaded.label_names == LABELS
-    monkeypatch.delattr(ka, "load")
-    with pytest.raises(ValueError, match="no pretrained-weights loader"):
-        load_for_inference("resnet20.cifar10")
+def test_pretrained_names_resolve_as_keras_attention_load_does(tiny_registry):
+    from tests.conftest import random_tiny_model
+    source = random_tiny_model(2)
+    name = tiny_registry.add("unit", source)
+    loaded = load_for_inference(name)
+    assert loaded.label_names == ["cat", "dog", "fox"] and loaded.config["name"] == name
+    x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(loaded.model.predict_on_batch(x), ka.load(name).predict_on_batch(x))
+    with pytest.raises(ValueError, match="No pretrained weights named 'ka_test_tiny.nope'"):
+        load_for_inference("ka_test_tiny.nope")
 
 
 @needs_cifar

@@ -298,5 +298,5 @@ def test_two_replicas_on_cpu(tmp_path, backend, extra):
     ("colornet40_12", "1902.00267"), ("colornet40_12_lab", "1902.00267"),
     ("densenet_bc_40_12", "1608.06993"), ("nl_resnet50", "1711.07971")])
 def test_trained_weights_cite_the_architecture_paper(arch, arxiv):
-    from keras_attention.training._entry import _paper_for
+    from keras_attention.weights import paper_for as _paper_for
     assert _paper_for(arch)["arxiv"] == arxiv

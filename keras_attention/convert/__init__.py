@@ -1,27 +1,18 @@
 """Weight conversion from other frameworks onto our models (no PyTorch needed at run time).
 
-Importing this package registers the ``"timm"`` weights format with
-:mod:`keras_attention.hub` (``hub.register_weights_format``), so registry entries of
-format ``"timm"`` load through :func:`keras_attention.load`.
+:mod:`keras_attention.convert.timm` converts timm's ResNet-family checkpoints by a table of
+layer names; :mod:`keras_attention.weights` loads registry entries of format ``"timm"`` with
+its :func:`~keras_attention.convert.timm.load_timm_files`. The maintainer tools built on it
+(a checkpoint -> a Keras model folder, timm's configs -> registry entries; ``keras-attention
+convert``) live in :mod:`keras_attention.convert.timm_tools`, which sits above the weights
+package and is not imported here.
 """
-
-import importlib.util
 
 from keras_attention.convert.timm import (TIMM_ARCHITECTURES, ConversionError, create_model_from_timm,
                                           infer_model_kwargs, load_state_dict, load_timm_files,
-                                          load_timm_weights, our_architecture, weight_mapping)
+                                          load_timm_weights, our_architecture, pretrained_cfg_from_timm,
+                                          weight_mapping)
 
 __all__ = ["TIMM_ARCHITECTURES", "ConversionError", "create_model_from_timm", "infer_model_kwargs",
-           "load_state_dict", "load_timm_files", "load_timm_weights", "our_architecture", "weight_mapping"]
-
-
-def _register_with_hub():
-    if importlib.util.find_spec("keras_attention.hub") is None:  # hub module not present
-        return False
-    from keras_attention import hub
-
-    hub.register_weights_format("timm", load_timm_files)
-    return True
-
-
-_register_with_hub()
+           "load_state_dict", "load_timm_files", "load_timm_weights", "our_architecture",
+           "pretrained_cfg_from_timm", "weight_mapping"]

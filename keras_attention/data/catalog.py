@@ -11,7 +11,11 @@ import importlib.util
 import os
 
 from keras_attention._errors import InvalidInputError
+from keras_attention.data import loader
+from keras_attention.data.folder import load_folder
+from keras_attention.data.prepared import is_prepared, open_prepared
 from keras_attention.data.source import ImageSource, check_label_names
+from keras_attention.data.tfds import load_tfds
 
 PIPELINES = ("auto", "grain", "tf")
 
@@ -40,10 +44,8 @@ def load_source(dataset: str, split: str, *, data_dir: str | None = None,
     """
     expanded = os.path.expanduser(str(dataset))
     if os.path.isdir(expanded) or str(dataset).startswith((".", "~", "/")):
-        from keras_attention.data.prepared import is_prepared, open_prepared
         if is_prepared(expanded):
             return check_label_names(open_prepared(expanded, split), label_names)
-        from keras_attention.data.folder import load_folder
         return load_folder(expanded, split, label_names=label_names, skip_corrupt=skip_corrupt,
                            verify=verify)
     if importlib.util.find_spec("tensorflow_datasets") is None or \
@@ -53,7 +55,6 @@ def load_source(dataset: str, split: str, *, data_dir: str | None = None,
             f"tensorflow-datasets (pip install 'keras-attention[tf]'). Without them, prepare it "
             f"once where they are installed (keras-attention data prepare {dataset} --output DIR) "
             f"and pass --dataset DIR.")
-    from keras_attention.data.tfds import load_tfds
     return check_label_names(load_tfds(dataset, split, data_dir=data_dir, download=download),
                              label_names)
 
@@ -75,7 +76,6 @@ def resolve_pipeline(pipeline: str = "auto") -> str:
 def pipeline_module(pipeline: str = "auto"):
     """The module with ``train_dataset`` / ``eval_dataset`` of ``pipeline``."""
     if resolve_pipeline(pipeline) == "tf":
-        from keras_attention.data import tf_pipeline
+        from keras_attention.data import tf_pipeline  # imports TensorFlow: only when asked for
         return tf_pipeline
-    from keras_attention.data import loader
     return loader

@@ -25,7 +25,10 @@ import numpy as np
 
 from keras_attention._errors import InvalidInputError, MissingFileError
 from keras_attention._files import atomic_folder, sha256_file, write_json
+from keras_attention.data.folder import list_splits, load_folder
 from keras_attention.data.source import ImageSource, array_source, parse_split
+from keras_attention.data.tfds import load_tfds, tfds_split_names
+from keras_attention.data.transforms import eval_view
 
 FORMAT = "keras-attention-prepared-dataset"
 VERSION = 1
@@ -155,9 +158,8 @@ def prepare_tfds(name: str, output, *, splits=None, data_dir=None, overwrite: bo
     Needs TensorFlow and tensorflow-datasets (``pip install keras-attention[tf]``); reads
     the prepared TFDS copy in ``data_dir`` / ``$TFDS_DATA_DIR`` (or downloads it).
     """
-    from keras_attention.data.tfds import load_tfds, tfds_split_names
     splits = list(splits or tfds_split_names(name, data_dir=data_dir))
-    arrays, labels_names, version = {}, None, None
+    arrays, labels_names = {}, None
     for split in splits:
         source = load_tfds(name, split, data_dir=data_dir)
         arrays[split] = (_decoded(source), source.labels)
@@ -175,8 +177,6 @@ def prepare_folder(root, output, *, splits=None, image_size: int | None = None,
             (antialiased bilinear) and the central square kept; otherwise every image of a
             split must already have the same size.
     """
-    from keras_attention.data.folder import list_splits, load_folder
-    from keras_attention.data.transforms import eval_view
     root = Path(root)
     splits = list(splits or list_splits(root))
     label_names = None

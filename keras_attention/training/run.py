@@ -19,13 +19,13 @@ from keras_attention.data.source import explain_decode_error
 from keras_attention.evaluation import evaluate_model
 from keras_attention.models._common import outputs_probabilities
 from keras_attention.registry import create_model, split_model_name
-from keras_attention.training._entry import pretrained_config
 from keras_attention.training.callbacks import (EpochCheckpoint, RunMonitor, list_checkpoints,
                                                 plot_history, read_history, truncate_history)
 from keras_attention.training.config import PRECISIONS, TrainConfig
 from keras_attention.training.distribute import (chief_worker, configure_logical_cpus,
                                                  hardware_description, make_strategy)
 from keras_attention.training.optim import apply_l2, build_optimizer, decay_variables, make_schedule
+from keras_attention.weights import pretrained_config
 
 
 @dataclass

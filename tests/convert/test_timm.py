@@ -9,7 +9,6 @@ layout state dicts from our own models with the inverse transforms.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,13 +19,14 @@ import numpy as np
 import pytest
 
 import keras_attention as ka
+from keras_attention.cli import main
 from keras_attention.convert import timm as ct
+from keras_attention.weights import sha256_file
 from tests.helpers import REPO_ROOT, import_or_skip, random_images
 
 WEIGHTS_DIR = REPO_ROOT / "weights"
-SCRIPT = REPO_ROOT / "scripts" / "convert_timm.py"
 PARITY_SIZE = 80  # odd map sizes in stage 4 (5 -> 3): exercises ceil-mode average pooling
-RTOL = 1e-4
+RTOL = ct.PARITY_RTOL  # the tolerance the README states and `keras-attention convert --verify` checks
 
 
 # ------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_new_head_and_features():
 
 
 def test_hub_weights_loader(tmp_path):
-    """The loader of registry format "timm": ``loader(model, files, cfg)`` as keras_attention.hub calls it."""
+    """The loader of registry format "timm": ``loader(model, files, cfg)`` as keras_attention.weights calls it."""
     from safetensors.numpy import save_file
 
     model = ka.create_model("se_resnet18", input_shape=(32, 32, 3), attention_kwargs={"reduction_divisor": 8})
@@ -244,8 +244,8 @@ def test_hub_weights_loader(tmp_path):
                            {**cfg, "source": {"model": "seresnet50.a1_in1k"}})
     with pytest.raises(ct.ConversionError, match="model.safetensors"):
         ct.load_timm_files(model, {"pytorch_model.bin": tmp_path / "x"}, cfg)
-    from keras_attention import hub
-    assert hub._format_loader("timm") is ct.load_timm_files
+    from keras_attention import weights
+    assert weights.format_loader("timm") is ct.load_timm_files
 
 
 @pytest.mark.parametrize("pinned", [True, False])
@@ -256,7 +256,7 @@ def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub, pinned):
     and sha256 null): the file comes from ``main`` and is checked against the Hub's
     LFS SHA-256; a corrupted download is refused.
     """
-    from keras_attention import hub
+    from keras_attention import weights
     fake_hub = hf_hub
     from safetensors.numpy import save_file
 
@@ -269,7 +269,7 @@ def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub, pinned):
     entry = json.loads((WEIGHTS_DIR / "se_resnet50.a1_in1k" / "pretrained.json").read_text())
     entry.pop("labels_file")
     entry.update(name="se_resnet18.test_in5", architecture="se_resnet18", tag="test_in5", default=False,
-                 files={"model.safetensors": {"sha256": ct.sha256_of(tmp_path / "model.safetensors")
+                 files={"model.safetensors": {"sha256": sha256_file(tmp_path / "model.safetensors")
                                               if pinned else None, "size": len(data) if pinned else None}},
                  hub={"repo_id": "timm/seresnet18.test_in5", "revision": revision if pinned else None},
                  model_kwargs=kwargs,
@@ -280,14 +280,14 @@ def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub, pinned):
     (folder / "pretrained.json").write_text(json.dumps(entry))
     monkeypatch.setenv("KERAS_ATTENTION_WEIGHTS_PATH", str(tmp_path / "registry"))
     fake_hub.corrupt.add("timm/seresnet18.test_in5/model.safetensors")
-    with pytest.raises(hub.ChecksumError):
-        hub.load("se_resnet18.test_in5")
+    with pytest.raises(weights.ChecksumError):
+        weights.load("se_resnet18.test_in5")
     fake_hub.corrupt.clear()
-    model = hub.load("se_resnet18.test_in5")
+    model = weights.load("se_resnet18.test_in5")
     ct.load_timm_weights(reference, state)
     x = random_images((2, 32, 32, 3))
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)
-    features = hub.load("se_resnet18.test_in5", include_top=False, pooling="avg")
+    features = weights.load("se_resnet18.test_in5", include_top=False, pooling="avg")
     assert features.output_shape == (None, 512)
     if not pinned:
         assert fake_hub.count("HEAD", "/resolve/main/model.safetensors") >= 1  # resolved at main
@@ -315,25 +315,23 @@ def test_pretrained_cfg_from_timm_config_json():
 
 
 # ------------------------------------------------------------------------------------------
-# The command-line script.
+# The command line: keras-attention convert.
 
-def _run_script(*args, env=None, timeout=300):
-    """The script in a fresh process (for environment variables read at import time)."""
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO_ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
+def _run_command(*args, env=None, timeout=300):
+    """``keras-attention convert`` in a fresh process (for environment variables read at import time)."""
+    return subprocess.run([sys.executable, "-m", "keras_attention.cli", "convert", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
 
 
-def _script_main(capsys, *args):
-    """The script's ``main`` in this process (saves a TensorFlow import); returns (status, stderr)."""
-    spec = importlib.util.spec_from_file_location("convert_timm_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def _command(capsys, *args):
+    """``keras-attention convert`` in this process (saves a TensorFlow import); returns (status, stderr)."""
     capsys.readouterr()
-    status = module.main([str(a) for a in args])
+    status = main(["convert", *[str(a) for a in args]])
     return status, capsys.readouterr().err
 
 
-def test_script_converts_local_checkpoint(tmp_path, capsys):
+def test_command_converts_local_checkpoint(tmp_path, capsys):
     from safetensors.numpy import save_file
 
     model = ka.create_model("resnet18", input_shape=(None, None, 3))
@@ -342,7 +340,7 @@ def test_script_converts_local_checkpoint(tmp_path, capsys):
     ckpt.parent.mkdir()
     save_file(state, str(ckpt))
     out = tmp_path / "out"
-    status, err = _script_main(capsys, "--checkpoint", ckpt, "--timm-name", "resnet18.a1_in1k", "--output", out)
+    status, err = _command(capsys, "--checkpoint", ckpt, "--timm-name", "resnet18.a1_in1k", "--output", out)
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "metadata.json", "model.weights.h5"]
     meta = json.loads((out / "metadata.json").read_text())
@@ -352,25 +350,29 @@ def test_script_converts_local_checkpoint(tmp_path, capsys):
     assert cfg["model_kwargs"] == {"num_classes": 1000, "input_shape": [None, None, 3]}
     assert cfg["input_size"] == [224, 224, 3] and cfg["crop_pct"] == 0.95
     assert cfg["interpolation"] == "bicubic" and cfg["num_classes"] == 1000 and len(cfg["mean"]) == 3
-    assert cfg["source"]["sha256"] == ct.sha256_of(ckpt) and cfg["source"]["repo_id"] == "timm/resnet18.a1_in1k"
+    assert cfg["source"]["sha256"] == sha256_file(ckpt) and cfg["source"]["repo_id"] == "timm/resnet18.a1_in1k"
     assert cfg["source"]["size"] == ckpt.stat().st_size and cfg["source"]["model"] == "resnet18.a1_in1k"
-    assert cfg["files"]["model.weights.h5"]["sha256"] == ct.sha256_of(out / "model.weights.h5")
+    assert cfg["files"]["model.weights.h5"]["sha256"] == sha256_file(out / "model.weights.h5")
     assert meta["conversion"]["pretrained_cfg_from"] == "registry entry resnet18.a1_in1k"
     reloaded = keras.saving.load_model(out)
     ct.load_timm_weights(model, state)
     x = random_images((2, 48, 40, 3))
     np.testing.assert_allclose(np.asarray(reloaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)
     # An existing folder is not overwritten without --overwrite.
-    status, err = _script_main(capsys, "--checkpoint", ckpt, "--timm-name", "resnet18.a1_in1k", "--output", out)
-    assert status == 2 and "--overwrite" in err
+    status, err = _command(capsys, "--checkpoint", ckpt, "--timm-name", "resnet18.a1_in1k", "--output", out)
+    assert status == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    status, err = _command(capsys, "--checkpoint", ckpt, "--timm-name", "seresnet05", "--output", tmp_path / "o2")
+    assert status == 2 and "not supported by the converter" in err
 
 
-def test_script_offline_hub_is_a_clean_error(tmp_path):
-    result = _run_script("--hub-repo", "timm/seresnet50.a1_in1k", "--output", tmp_path / "out",
-                         env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}, timeout=120)
+def test_command_offline_hub_is_a_clean_error(tmp_path):
+    result = _run_command("--hub-repo", "timm/seresnet50.a1_in1k", "--output", tmp_path / "out",
+                          env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}, timeout=120)
     assert result.returncode == 2
-    assert "timm/seresnet50.a1_in1k/model.safetensors" in result.stderr and "cache" in result.stderr
-    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-attention convert: error: "), result.stderr
+    for part in ("'model.safetensors'", "timm/seresnet50.a1_in1k", "HF_HUB_OFFLINE", "cache", "hf download"):
+        assert part in lines[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -477,7 +479,7 @@ def test_logits_match_timm(timm_name, tmp_path):
 
 
 # One per remaining depth/family (resnet101 and seresnet101/152 add nothing to resnet152 +
-# seresnet50 but time; `scripts/convert_timm.py --verify` checks any single one end to end).
+# seresnet50 but time; `keras-attention convert --verify` checks any single one end to end).
 MAPPING_ONLY = ["resnet34", "resnet152", "resnext101_32x4d", "seresnet34", "seresnext101_32x4d",
                 "resnet101d", "ecaresnet101d"]
 
@@ -518,7 +520,7 @@ def test_registry_entries_match_timm_configs():
 
 
 @pytest.mark.timm
-def test_script_verify_against_timm(tmp_path, capsys):
+def test_command_verify_against_timm(tmp_path, capsys):
     _timm()
     reference = _random_timm_model("seresnet18")
     ckpt = tmp_path / "model.safetensors"
@@ -529,8 +531,8 @@ def test_script_verify_against_timm(tmp_path, capsys):
                                                                          "interpolation": "bicubic",
                                                                          "mean": [0.5] * 3, "std": [0.5] * 3,
                                                                          "num_classes": 1000}}))
-    status, err = _script_main(capsys, "--checkpoint", ckpt, "--timm-name", "seresnet18",
-                               "--output", tmp_path / "out", "--verify")
+    status, err = _command(capsys, "--checkpoint", ckpt, "--timm-name", "seresnet18",
+                           "--output", tmp_path / "out", "--verify")
     assert status == 0, err
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert meta["pretrained_cfg"]["model_kwargs"]["attention_kwargs"] == {"reduction_divisor": 8}

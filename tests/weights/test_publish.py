@@ -1,9 +1,10 @@
-"""Tests of publishing (keras_attention.hub, scripts/publish.py) against the local Hub stand-in."""
+"""Tests of publishing (keras_attention.weights._publish, ``keras-attention publish``) against the local
+Hub stand-in."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 
 import keras
 import numpy as np
@@ -11,19 +12,13 @@ import pytest
 import yaml
 
 import keras_attention
-from keras_attention import hub
+from keras_attention import weights
+from keras_attention.cli import main
 from tests.conftest import predict, random_tiny_model
-from tests.helpers import REPO_ROOT, random_images
+from tests.helpers import random_images
 
 X = random_images((2, 8, 8, 3), seed=12)
 CARD = "# ka_test_tiny.unit\n\nA tiny test network, trained on nothing at all.\n"
-
-
-def publish_script():
-    spec = importlib.util.spec_from_file_location("publish_script", REPO_ROOT / "scripts" / "publish.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def front_matter(text: str) -> dict:
@@ -35,7 +30,7 @@ def test_dry_run_writes_the_keras_layout_and_card(tiny_registry, hf_hub, tmp_pat
     source = random_tiny_model(21)
     name = tiny_registry.add("unit", source, card=CARD)
     out = tmp_path / "out"
-    assert publish_script().main([name, "--dry-run", "--out", str(out)]) == 0
+    assert main(["publish", name, "--dry-run", "--out", str(out)]) == 0
     assert "Nothing was uploaded" in capsys.readouterr().out
     assert hf_hub.requests == []
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metadata.json",
@@ -45,7 +40,7 @@ def test_dry_run_writes_the_keras_layout_and_card(tiny_registry, hf_hub, tmp_pat
     meta = json.loads((out / "metadata.json").read_text())
     cfg = meta["pretrained_cfg"]
     assert cfg["name"] == name and cfg["label_names"] == ["cat", "dog", "fox"]
-    assert cfg["files"]["model.weights.h5"]["sha256"] == hub.sha256_file(out / "model.weights.h5")
+    assert cfg["files"]["model.weights.h5"]["sha256"] == weights.sha256_file(out / "model.weights.h5")
     assert cfg["hub"] == {"repo_id": f"keras-attention-test/{name}", "revision": None}
     for key in ("keras_version", "date_saved", "keras_attention_version", "huggingface_hub_version", "backend"):
         assert meta[key]
@@ -62,16 +57,18 @@ def test_dry_run_writes_the_keras_layout_and_card(tiny_registry, hf_hub, tmp_pat
     np.testing.assert_array_equal(predict(keras_attention.load(out), X), predict(source, X))  # a Path
     assert keras_attention.load(str(out), num_classes=6).output.shape == (None, 6)
     assert keras_attention.get_pretrained_cfg(str(out))["name"] == name
+    assert main(["publish", name, "--dry-run", "--out", str(out)]) == 2  # a one-line error
+    assert "--overwrite" in capsys.readouterr().err
     with pytest.raises(FileExistsError, match="--overwrite"):
-        publish_script().main([name, "--dry-run", "--out", str(out)])
+        weights.build_hub_folder(name, out)
 
 
 def test_local_folder_checksum_is_verified(tiny_registry, tmp_path):
     name = tiny_registry.add("unit", random_tiny_model(22))
-    out = hub.build_hub_folder(name, tmp_path / "folder")
-    weights = out / "model.weights.h5"
-    weights.write_bytes(weights.read_bytes()[:-1] + b"\1")
-    with pytest.raises(hub.ChecksumError, match="expected .* \\(metadata.json\\), got"):
+    out = weights.build_hub_folder(name, tmp_path / "folder")
+    path = out / "model.weights.h5"
+    path.write_bytes(path.read_bytes()[:-1] + b"\1")
+    with pytest.raises(weights.ChecksumError, match="expected .* \\(metadata.json\\), got"):
         keras_attention.load(str(out))
 
 
@@ -81,7 +78,7 @@ def test_publish_then_load_round_trip(tiny_registry, hf_hub, monkeypatch, capsys
     repo_id = "keras-attention-test/ka_test_tiny.unit"
     hf_hub.require_token = "hf_test_token"
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # read by huggingface_hub, as for any user
-    assert publish_script().main([name, "--update-registry"]) == 0
+    assert main(["publish", name, "--update-registry"]) == 0
     commit = capsys.readouterr().out.strip().splitlines()[-1]
     assert commit == hf_hub.repos[repo_id].branches["main"] and len(commit) == 40
     assert hf_hub.count("POST", "/api/validate-yaml") == 1
@@ -92,7 +89,7 @@ def test_publish_then_load_round_trip(tiny_registry, hf_hub, monkeypatch, capsys
     # The registry now pins the commit; without the local file, the weights come from the Hub.
     cfg = keras_attention.get_pretrained_cfg(name)
     assert cfg["hub"] == {"repo_id": repo_id, "revision": commit}
-    assert hub.sha256_file(tiny_registry.root / name / "model.weights.h5") == files["model.weights.h5"].sha256
+    assert weights.sha256_file(tiny_registry.root / name / "model.weights.h5") == files["model.weights.h5"].sha256
     (tiny_registry.root / name / "model.weights.h5").unlink()
     expected = predict(source, X)
     np.testing.assert_array_equal(predict(keras_attention.load(name), X), expected)
@@ -108,17 +105,17 @@ def test_publish_then_load_round_trip(tiny_registry, hf_hub, monkeypatch, capsys
 def test_publish_new_version_keeps_old_pin(tiny_registry, hf_hub):
     first, second = random_tiny_model(24), random_tiny_model(25)
     name = tiny_registry.add("unit", first)
-    c1 = hub.publish(name, update_registry=True)
+    c1 = weights.publish(name, update_registry=True)
     tiny_registry.add("unit", second)  # retrained weights: new file and SHA-256
-    c2 = hub.publish(name)
+    c2 = weights.publish(name)
     assert c1 != c2
     (tiny_registry.root / name / "model.weights.h5").unlink()
-    with pytest.raises(hub.WeightsNotFoundError, match="not published yet"):
+    with pytest.raises(weights.WeightsNotFoundError, match="not published yet"):
         keras_attention.load(name)  # the rewritten entry has revision null again
-    hub.update_registry_revision(name, c1)
-    with pytest.raises(hub.ChecksumError, match="expected"):
+    weights.update_registry_revision(name, c1)
+    with pytest.raises(weights.ChecksumError, match="expected"):
         keras_attention.load(name)  # entry's sha256 is the new file's, c1 holds the old one
-    hub.update_registry_revision(name, c2)
+    weights.update_registry_revision(name, c2)
     np.testing.assert_array_equal(predict(keras_attention.load(name), X), predict(second, X))
     np.testing.assert_array_equal(predict(keras_attention.load(name, revision=c1), X), predict(first, X))
     repo_id = f"keras-attention-test/{name}"
@@ -132,7 +129,7 @@ def test_invalid_card_is_rejected_before_any_upload(tiny_registry, hf_hub):
     cfg["license"] = "not-a-license"
     path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="Invalid metadata in README.md"):
-        hub.publish(name)
+        weights.publish(name)
     repo = hf_hub.repos[f"keras-attention-test/{name}"]
     assert len(repo.commits) == 1  # only the repo's initial commit
     assert hf_hub.count("POST", "/commit/") == 0
@@ -141,10 +138,10 @@ def test_invalid_card_is_rejected_before_any_upload(tiny_registry, hf_hub):
 def test_update_registry_revision_validates(tiny_registry):
     name = tiny_registry.add("unit", random_tiny_model(27))
     with pytest.raises(ValueError, match="40-hex"):
-        hub.update_registry_revision(name, "main")
-    path = hub.update_registry_revision(name, "a" * 40, "org/other")
+        weights.update_registry_revision(name, "main")
+    path = weights.update_registry_revision(name, "a" * 40, "org/other")
     assert json.loads(path.read_text())["hub"] == {"repo_id": "org/other", "revision": "a" * 40}
-    assert not list(path.parent.glob(".*tmp"))  # written atomically, no leftovers
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.weights.h5", "pretrained.json"]  # no leftovers
 
 
 def test_real_architecture_round_trip(tiny_registry, hf_hub):
@@ -154,7 +151,7 @@ def test_real_architecture_round_trip(tiny_registry, hf_hub):
     rng = np.random.default_rng(28)
     source.set_weights([w + rng.normal(scale=0.1, size=w.shape) for w in source.get_weights()])
     name = tiny_registry.add("unittest", source, arch="se_resnet20")
-    commit = hub.publish(name, update_registry=True)
+    commit = weights.publish(name, update_registry=True)
     (tiny_registry.root / name / "model.weights.h5").unlink()
     x = random_images((2, 32, 32, 3), seed=3)
     expected = predict(source, x)
@@ -170,3 +167,44 @@ def test_real_architecture_round_trip(tiny_registry, hf_hub):
             np.testing.assert_array_equal(a, b)
     features = keras_attention.load(name, include_top=False, pooling="avg")
     assert features.output.shape == (None, 64)
+
+
+def test_replacing_a_folder_keeps_the_old_one_until_the_new_one_is_in_place(tiny_registry, tmp_path,
+                                                                            monkeypatch):
+    """If the final rename fails, the previous Hub folder is still there, complete."""
+    name = tiny_registry.add("unit", random_tiny_model(29), card=CARD)
+    out = weights.build_hub_folder(name, tmp_path / "folder")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace, failed = os.replace, []
+
+    def replace(src, dst):
+        if os.fspath(dst) == os.fspath(out) and not failed:
+            failed.append(src)
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    tiny_registry.add("unit", random_tiny_model(30), card=CARD)  # new weights to publish
+    with pytest.raises(OSError, match="disk full"):
+        weights.build_hub_folder(name, out, overwrite=True)
+    assert failed, "the folder was not renamed into place"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "weights"]  # no temporary folders left
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fsync-ed files")
+def test_text_files_are_fsynced_before_they_replace_the_old_ones(tiny_registry, tmp_path, monkeypatch):
+    name = tiny_registry.add("unit", random_tiny_model(31), card=CARD)
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    weights.update_registry_revision(name, "b" * 40)
+    assert any(f.endswith("pretrained.json") for f in synced), synced
+    synced.clear()
+    weights.build_hub_folder(name, tmp_path / "folder")
+    assert {"README.md", "metadata.json", "config.json", "model.weights.h5"} <= {
+        f.rsplit("-", 1)[-1] if f.startswith(".tmp-") else f for f in synced}, synced

@@ -1,4 +1,4 @@
-"""Tests of keras_attention.hub: registry, resolving, verifying and loading weights.
+"""Tests of keras_attention.weights: registry, resolving, verifying and loading weights.
 
 Hub traffic goes to the local stand-in (tests/hub_server.py) through the real
 huggingface_hub client; see the ``hf_hub`` fixture in conftest.py.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import keras_attention
-from keras_attention import hub
+from keras_attention import weights
 from tests.conftest import TINY_ARCH, predict, random_tiny_model, tiny_cfg
 from tests.helpers import REPO_ROOT, random_images
 
@@ -54,35 +54,35 @@ def _cached_files(cache: Path) -> list[Path]:
 def test_registry_lists_and_resolves_tags(tiny_registry):
     tiny_registry.add("unit", random_tiny_model(1), default=True)
     tiny_registry.add("other", random_tiny_model(2))
-    assert hub.list_pretrained("ka_test_tiny.*") == ["ka_test_tiny.other", "ka_test_tiny.unit"]
+    assert weights.list_pretrained("ka_test_tiny.*") == ["ka_test_tiny.other", "ka_test_tiny.unit"]
     assert "ka_test_tiny.unit" in keras_attention.list_models(pretrained=True)
     assert keras_attention.list_models("ka_test_tiny*") == ["ka_test_tiny"]
-    assert hub.find_pretrained("ka_test_tiny").name == "ka_test_tiny.unit"  # the default tag
+    assert weights.find_pretrained("ka_test_tiny").name == "ka_test_tiny.unit"  # the default tag
     cfg = keras_attention.get_pretrained_cfg("ka_test_tiny.other")
     assert cfg["label_names"] == ["cat", "dog", "fox"] and cfg["input_size"] == [8, 8, 3]
     cfg["mean"][0] = 99  # a copy: the registry is not changed
     assert keras_attention.get_pretrained_cfg("ka_test_tiny.other")["mean"][0] == 0.5
-    with pytest.raises(hub.RegistryError, match="Tags of 'ka_test_tiny': ka_test_tiny.other, ka_test_tiny.unit"):
-        hub.find_pretrained("ka_test_tiny.nope")
-    with pytest.raises(hub.RegistryError, match="has no pretrained weights"):
-        hub.find_pretrained("resnet_without_weights")
-    with pytest.raises(hub.RegistryError, match=r"'se_resnet2' has no pretrained weights\. Did you mean .*"
+    with pytest.raises(weights.RegistryError, match="Tags of 'ka_test_tiny': ka_test_tiny.other, ka_test_tiny.unit"):
+        weights.find_pretrained("ka_test_tiny.nope")
+    with pytest.raises(weights.RegistryError, match="has no pretrained weights"):
+        weights.find_pretrained("resnet_without_weights")
+    with pytest.raises(weights.RegistryError, match=r"'se_resnet2' has no pretrained weights\. Did you mean .*"
                                                 "'se_resnet20.cifar10'"):
-        hub.find_pretrained("se_resnet2")
+        weights.find_pretrained("se_resnet2")
 
 
 def test_default_tag_rules(tiny_registry):
     tiny_registry.add("a", random_tiny_model(1))
-    assert hub.find_pretrained(TINY_ARCH).name == "ka_test_tiny.a"  # the only tag
+    assert weights.find_pretrained(TINY_ARCH).name == "ka_test_tiny.a"  # the only tag
     tiny_registry.add("b", random_tiny_model(1))
-    with pytest.raises(hub.RegistryError, match="none is the default"):
-        hub.find_pretrained(TINY_ARCH)
+    with pytest.raises(weights.RegistryError, match="none is the default"):
+        weights.find_pretrained(TINY_ARCH)
     tiny_registry.add("c", random_tiny_model(1), default=True)
     tiny_registry.add("d", random_tiny_model(1), default=True)
-    with pytest.raises(hub.RegistryError, match="several default tags"):
-        hub.find_pretrained(TINY_ARCH)
-    with pytest.raises(hub.RegistryError, match="several default tags"):
-        hub.validate_registry()
+    with pytest.raises(weights.RegistryError, match="several default tags"):
+        weights.find_pretrained(TINY_ARCH)
+    with pytest.raises(weights.RegistryError, match="several default tags"):
+        weights.validate_registry()
 
 
 def test_labels_file(tiny_registry):
@@ -94,10 +94,10 @@ def test_labels_file(tiny_registry):
     path.write_text(json.dumps(cfg))
     (tiny_registry.root / "_labels").mkdir()
     (tiny_registry.root / "_labels" / "three.txt").write_text("ant\nbee\n\ncow\n")
-    assert hub.get_pretrained_cfg(name)["label_names"] == ["ant", "bee", "cow"]
+    assert weights.get_pretrained_cfg(name)["label_names"] == ["ant", "bee", "cow"]
     (tiny_registry.root / "_labels" / "three.txt").write_text("ant\nbee\n")
-    with pytest.raises(hub.RegistryError, match="2 labels, expected num_classes = 3"):
-        hub.get_pretrained_cfg(name)
+    with pytest.raises(weights.RegistryError, match="2 labels, expected num_classes = 3"):
+        weights.get_pretrained_cfg(name)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -117,27 +117,62 @@ def test_labels_file(tiny_registry):
 ])
 def test_schema_errors_name_the_field(change, message):
     cfg = tiny_cfg("unit", "0" * 64, 10, repo_id="org/repo", revision=None)
-    hub.validate_pretrained_cfg(copy.deepcopy(cfg), "x.json")  # the complete entry is valid
+    weights.validate_pretrained_cfg(copy.deepcopy(cfg), "x.json")  # the complete entry is valid
     change(cfg)
-    with pytest.raises(hub.RegistryError, match=message):
-        hub.validate_pretrained_cfg(cfg, "x.json")
+    with pytest.raises(weights.RegistryError, match=message):
+        weights.validate_pretrained_cfg(cfg, "x.json")
 
 
 def test_validate_registry_checks_files(tiny_registry):
     name = tiny_registry.add("unit", random_tiny_model(1))
-    assert name in hub.validate_registry()
+    assert name in weights.validate_registry()
     (tiny_registry.root / name / "model.weights.h5").write_bytes(b"not the weights")
-    with pytest.raises(hub.RegistryError, match="SHA-256 .* entry says"):
-        hub.validate_registry()
+    with pytest.raises(weights.RegistryError, match="SHA-256 .* entry says"):
+        weights.validate_registry()
     (tiny_registry.root / name / "model.weights.h5").unlink()
-    with pytest.raises(hub.RegistryError, match="neither in the folder nor published"):
-        hub.validate_registry()
+    with pytest.raises(weights.RegistryError, match="neither in the folder nor published"):
+        weights.validate_registry()
+
+
+def test_one_malformed_entry_does_not_break_the_others(tiny_registry, hf_hub):
+    """A bad pretrained.json is reported once and only its own name fails to load."""
+    source = random_tiny_model(3)
+    good = tiny_registry.add("unit", source, default=True)
+    truncated = tiny_registry.root / "ka_test_tiny.truncated"
+    truncated.mkdir()
+    (truncated / "pretrained.json").write_text('{"schema_version": 1, "name": ')
+    cfg = tiny_cfg("nolicense", "0" * 64, 10, repo_id="org/repo", revision=None)
+    del cfg["license"]
+    tiny_registry.write_cfg(cfg)
+    with pytest.warns(RuntimeWarning) as record:
+        names = keras_attention.list_models(pretrained=True)
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2
+    assert str(tiny_registry.root / "ka_test_tiny.nolicense" / "pretrained.json") in messages[0]
+    assert "missing field 'license'" in messages[0]
+    assert str(truncated / "pretrained.json") in messages[1] and "not valid JSON" in messages[1]
+    assert good in names and "se_resnet20.cifar10" in names
+    assert "ka_test_tiny.truncated" not in names and "ka_test_tiny.nolicense" not in names
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported once per process, not at every lookup
+        assert weights.find_pretrained(TINY_ARCH).name == good
+        assert keras_attention.get_pretrained_cfg("se_resnet20.cifar10")["name"] == "se_resnet20.cifar10"
+        np.testing.assert_array_equal(predict(keras_attention.load(good), X), predict(source, X))
+        with pytest.raises(weights.RegistryError, match=r"ka_test_tiny\.truncated/pretrained\.json: not valid JSON"):
+            keras_attention.load("ka_test_tiny.truncated")
+        with pytest.raises(weights.RegistryError,
+                           match=r"ka_test_tiny\.nolicense/pretrained\.json: missing field 'license'"):
+            keras_attention.get_pretrained_cfg("ka_test_tiny.nolicense")
+    with pytest.raises(weights.RegistryError) as info:  # the registry check still reports both
+        weights.validate_registry()
+    assert "ka_test_tiny.truncated" in str(info.value) and "missing field 'license'" in str(info.value)
 
 
 def test_repository_weights_registry_is_valid():
     """Every entry shipped in weights/ (and its files) matches the schema and its hashes."""
-    names = hub.validate_registry()
-    assert all(n in hub.list_pretrained() for n in names)
+    names = weights.validate_registry()
+    assert all(n in weights.list_pretrained() for n in names)
 
 
 # --------------------------------------------------------------------------------------
@@ -156,10 +191,10 @@ def test_load_from_package_folder_needs_no_network(tiny_registry, hf_hub):
 def test_damaged_package_file_is_refused(tiny_registry):
     name = tiny_registry.add("unit", random_tiny_model(3))
     path = tiny_registry.root / name / "model.weights.h5"
-    expected = hub.sha256_file(path)
+    expected = weights.sha256_file(path)
     path.write_bytes(path.read_bytes()[:-10])
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(hub.ChecksumError) as info:
+    with pytest.raises(weights.ChecksumError) as info:
         keras_attention.load(name)
     assert expected in str(info.value) and actual in str(info.value) and "model.weights.h5" in str(info.value)
 
@@ -203,7 +238,7 @@ def test_pretrained_false_and_unknown_names(tiny_registry):
         keras_attention.load("ka_test_tiny_typo", pretrained=False)
     with pytest.raises(ValueError, match="Unknown model 'se_resnet05'.*Did you mean.*'se_resnet50'"):
         keras_attention.load("se_resnet05", pretrained=False)
-    with pytest.raises(hub.RegistryError, match="No pretrained weights named"):
+    with pytest.raises(weights.RegistryError, match="No pretrained weights named"):
         keras_attention.load("ka_test_tiny.nope")
 
 
@@ -218,7 +253,7 @@ def published(tiny_registry, hf_hub):
     repo_id = "keras-attention-test/ka_test_tiny.unit"
     commit, data = _publish_weights(hf_hub, repo_id, source)
     name = tiny_registry.add("unit", source, repo_id=repo_id, revision=commit, keep_file=False)
-    assert hashlib.sha256(data).hexdigest() == hub.get_pretrained_cfg(name)["files"]["model.weights.h5"]["sha256"]
+    assert hashlib.sha256(data).hexdigest() == weights.get_pretrained_cfg(name)["files"]["model.weights.h5"]["sha256"]
     return {"name": name, "source": source, "repo_id": repo_id, "commit": commit, "hub": hf_hub,
             "registry": tiny_registry, "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -227,7 +262,7 @@ def test_download_at_pinned_revision_then_cache(published):
     hf_hub, name = published["hub"], published["name"]
     model = keras_attention.load(name)
     np.testing.assert_array_equal(predict(model, X), predict(published["source"], X))
-    path = hub.resolve_file(name, "model.weights.h5")
+    path = weights.resolve_file(name, "model.weights.h5")
     assert f"snapshots/{published['commit']}/model.weights.h5" in str(path)
     assert str(path).startswith(str(hf_hub.cache))
     # Every request named the pinned commit, never a branch.
@@ -269,7 +304,7 @@ def test_offline_from_cache(published, monkeypatch):
 
 def test_offline_with_empty_cache_says_how_to_fetch(published, monkeypatch):
     _offline(monkeypatch)
-    with pytest.raises(hub.WeightsNotFoundError) as info:
+    with pytest.raises(weights.WeightsNotFoundError) as info:
         keras_attention.load(published["name"])
     text = str(info.value)
     for part in (published["repo_id"], "model.weights.h5", published["commit"], "HF_HUB_OFFLINE",
@@ -281,7 +316,7 @@ def test_no_network_with_empty_cache(published, monkeypatch):
     import time
     monkeypatch.setattr(time, "sleep", lambda s: None)  # the client's back-off between retries
     published["hub"].stop()
-    with pytest.raises(hub.WeightsNotFoundError) as info:
+    with pytest.raises(weights.WeightsNotFoundError) as info:
         keras_attention.load(published["name"])
     text = str(info.value)
     assert "could not be reached" in text and published["hub"].endpoint in text and "Connection refused" in text
@@ -293,44 +328,44 @@ def test_missing_file_repo_and_revision(published):
     hf_hub.commit(published["repo_id"], {"model.weights.h5": None}, "delete")
     gone = hf_hub.repos[published["repo_id"]].branches["main"]
     registry_.add("gone", published["source"], repo_id=published["repo_id"], revision=gone, keep_file=False)
-    with pytest.raises(hub.WeightsNotFoundError, match="does not exist in the repo"):
+    with pytest.raises(weights.WeightsNotFoundError, match="does not exist in the repo"):
         keras_attention.load("ka_test_tiny.gone")
     registry_.add("norepo", published["source"], repo_id="nobody/nothing", revision=gone, keep_file=False)
-    with pytest.raises(hub.WeightsNotFoundError, match="has no such repo"):
+    with pytest.raises(weights.WeightsNotFoundError, match="has no such repo"):
         keras_attention.load("ka_test_tiny.norepo")
     registry_.add("norev", published["source"], repo_id=published["repo_id"], revision="f" * 40, keep_file=False)
-    with pytest.raises(hub.WeightsNotFoundError, match="has no revision f{40}"):
+    with pytest.raises(weights.WeightsNotFoundError, match="has no revision f{40}"):
         keras_attention.load("ka_test_tiny.norev")
     registry_.add("unpublished", published["source"], keep_file=False)
-    with pytest.raises(hub.WeightsNotFoundError, match="not published yet"):
+    with pytest.raises(weights.WeightsNotFoundError, match="not published yet"):
         keras_attention.load("ka_test_tiny.unpublished")
 
 
 def test_corrupted_cache_file_is_replaced(published, caplog):
     name = published["name"]
-    path = hub.resolve_file(name, "model.weights.h5")
+    path = weights.resolve_file(name, "model.weights.h5")
     blob = path.resolve()
     blob.write_bytes(b"\0" + blob.read_bytes()[1:])
     bad = hashlib.sha256(blob.read_bytes()).hexdigest()
-    with caplog.at_level(logging.WARNING, logger="keras_attention.hub"):
+    with caplog.at_level(logging.WARNING, logger="keras_attention.weights._download"):
         model = keras_attention.load(name)
     np.testing.assert_array_equal(predict(model, X), predict(published["source"], X))
     assert bad in caplog.text and published["sha256"] in caplog.text
-    assert hub.sha256_file(hub.resolve_file(name, "model.weights.h5")) == published["sha256"]
+    assert weights.sha256_file(weights.resolve_file(name, "model.weights.h5")) == published["sha256"]
 
 
 def test_corrupted_cache_file_offline_is_refused_and_removed(published, monkeypatch):
     name = published["name"]
-    blob = hub.resolve_file(name, "model.weights.h5").resolve()
+    blob = weights.resolve_file(name, "model.weights.h5").resolve()
     blob.write_bytes(blob.read_bytes()[:100])
     bad = hashlib.sha256(blob.read_bytes()).hexdigest()
     _offline(monkeypatch)
-    with pytest.raises(hub.ChecksumError) as info:
+    with pytest.raises(weights.ChecksumError) as info:
         keras_attention.load(name)
     text = str(info.value)
     assert "model.weights.h5" in text and bad in text and published["sha256"] in text
     assert not blob.exists(), "the bad file is still in the cache"
-    with pytest.raises(hub.WeightsNotFoundError):  # not trusted again: it is gone
+    with pytest.raises(weights.WeightsNotFoundError):  # not trusted again: it is gone
         keras_attention.load(name)
     _offline(monkeypatch, False)
     np.testing.assert_array_equal(predict(keras_attention.load(name), X), predict(published["source"], X))
@@ -339,7 +374,7 @@ def test_corrupted_cache_file_offline_is_refused_and_removed(published, monkeypa
 def test_corrupted_download_is_refused(published):
     hf_hub, name = published["hub"], published["name"]
     hf_hub.corrupt.add(f"{published['repo_id']}/model.weights.h5")
-    with pytest.raises(hub.ChecksumError) as info:
+    with pytest.raises(weights.ChecksumError) as info:
         keras_attention.load(name)
     text = str(info.value)
     assert "model.weights.h5" in text and published["sha256"] in text and "got" in text
@@ -353,7 +388,7 @@ def test_interrupted_download_leaves_nothing_trusted(published, monkeypatch):
     monkeypatch.setattr(fd.time, "sleep", lambda s: None)  # the client's retry pauses
     hf_hub, name = published["hub"], published["name"]
     hf_hub.interrupt.add(f"{published['repo_id']}/model.weights.h5")
-    with pytest.raises(hub.WeightsNotFoundError, match="no partial file was kept|could not be reached"):
+    with pytest.raises(weights.WeightsNotFoundError, match="no partial file was kept|could not be reached"):
         keras_attention.load(name)
     storage = hf_hub.cache / "models--keras-attention-test--ka_test_tiny.unit"
     assert [p for p in _cached_files(storage) if "blobs" in p.parts or "snapshots" in p.parts] == []
@@ -371,7 +406,7 @@ def test_partial_blob_from_killed_process_is_not_trusted(published):
     (blobs / etag).write_bytes(full[: len(full) // 3])
     (blobs / f"{etag}.1234abcd.incomplete").write_bytes(full[:10])
     np.testing.assert_array_equal(predict(keras_attention.load(name), X), predict(published["source"], X))
-    assert hub.sha256_file(blobs / etag) == published["sha256"]
+    assert weights.sha256_file(blobs / etag) == published["sha256"]
 
 
 def test_entry_without_sha256_uses_the_hubs_lfs_hash(tiny_registry, hf_hub, monkeypatch):
@@ -381,22 +416,22 @@ def test_entry_without_sha256_uses_the_hubs_lfs_hash(tiny_registry, hf_hub, monk
     commit = hf_hub.commit(repo_id, {"model.safetensors": data}, "upload", lfs=True)
     cfg = tiny_cfg("lfs", None, None, repo_id=repo_id, revision=commit, fmt="timm", filename="model.safetensors")
     tiny_registry.write_cfg(cfg)
-    path = hub.resolve_file("ka_test_tiny.lfs", "model.safetensors")
+    path = weights.resolve_file("ka_test_tiny.lfs", "model.safetensors")
     assert path.read_bytes() == data
     assert path.resolve().name == hashlib.sha256(data).hexdigest()  # stored under its LFS hash
     assert hf_hub.count("GET", "/cdn/") == 1  # downloaded from the "CDN" origin, as from the real Hub
     # Offline, the cache blob's name (its LFS SHA-256) is what the file is checked against.
     _offline(monkeypatch)
-    assert hub.resolve_file("ka_test_tiny.lfs", "model.safetensors") == path
+    assert weights.resolve_file("ka_test_tiny.lfs", "model.safetensors") == path
     path.resolve().write_bytes(b"x" + data[1:])
-    with pytest.raises(hub.ChecksumError, match=hashlib.sha256(data).hexdigest()):
-        hub.resolve_file("ka_test_tiny.lfs", "model.safetensors")
+    with pytest.raises(weights.ChecksumError, match=hashlib.sha256(data).hexdigest()):
+        weights.resolve_file("ka_test_tiny.lfs", "model.safetensors")
     _offline(monkeypatch, False)
     hf_hub.corrupt.add(f"{repo_id}/model.safetensors")
-    with pytest.raises(hub.ChecksumError, match=f"expected {hashlib.sha256(data).hexdigest()}"):
-        hub.resolve_file("ka_test_tiny.lfs", "model.safetensors")
+    with pytest.raises(weights.ChecksumError, match=f"expected {hashlib.sha256(data).hexdigest()}"):
+        weights.resolve_file("ka_test_tiny.lfs", "model.safetensors")
     hf_hub.corrupt.clear()
-    assert hub.resolve_file("ka_test_tiny.lfs", "model.safetensors").read_bytes() == data
+    assert weights.resolve_file("ka_test_tiny.lfs", "model.safetensors").read_bytes() == data
 
 
 def test_timm_format_needs_a_registered_loader(tiny_registry, hf_hub, monkeypatch):
@@ -409,7 +444,7 @@ def test_timm_format_needs_a_registered_loader(tiny_registry, hf_hub, monkeypatc
     def loader(model, files, cfg):
         calls.append((model.name, sorted(files), cfg["name"]))
 
-    monkeypatch.setitem(hub._FORMAT_LOADERS, "timm", loader)
+    monkeypatch.setitem(weights.FORMAT_LOADERS, "timm", loader)
     keras_attention.load("ka_test_tiny.timm")
     assert calls == [(TINY_ARCH, ["model.safetensors"], "ka_test_tiny.timm")]
 
@@ -447,18 +482,18 @@ def test_transfer_weights_errors():
     a = ka_test_tiny(num_classes=3)
     b = ka_test_tiny(num_classes=4)
     with pytest.raises(ValueError, match="layer 'head_fc'.*shapes"):
-        hub.transfer_weights(a, b)
-    assert "head_fc" not in hub.transfer_weights(a, b, skip=("head_fc",))
+        weights.transfer_weights(a, b)
+    assert "head_fc" not in weights.transfer_weights(a, b, skip=("head_fc",))
     c = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="other")])
     with pytest.raises(ValueError, match="'other' of the new model is not in the pretrained model"):
-        hub.transfer_weights(a, c)
+        weights.transfer_weights(a, c)
 
 
 def test_hf_address_parsing():
-    assert hub.parse_hf_address("hf://org/repo") == ("org/repo", None)
-    assert hub.parse_hf_address("hf://org/repo@" + "a" * 40) == ("org/repo", "a" * 40)
-    assert hub.parse_hf_address("hf://org/repo", "main") == ("org/repo", "main")
+    assert weights.parse_hf_address("hf://org/repo") == ("org/repo", None)
+    assert weights.parse_hf_address("hf://org/repo@" + "a" * 40) == ("org/repo", "a" * 40)
+    assert weights.parse_hf_address("hf://org/repo", "main") == ("org/repo", "main")
     with pytest.raises(ValueError, match="expected 'hf://org/repo'"):
-        hub.parse_hf_address("hf://repo-without-org")
+        weights.parse_hf_address("hf://repo-without-org")
     with pytest.raises(ValueError, match="but revision="):
-        hub.parse_hf_address("hf://org/repo@v1", "v2")
+        weights.parse_hf_address("hf://org/repo@v1", "v2")

@@ -1,0 +1,234 @@
+"""Our own trained weights: a training run's ``pretrained.json``, and the run as a registry entry.
+
+:func:`pretrained_config` is what training writes into a run folder; :func:`add_trained_weights`
+(``keras-attention add-weights``) turns a finished run into ``weights/<arch>.<tag>/`` with
+the weights, the entry and a model card that says how the weights were made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from keras_attention._errors import InvalidInputError, MissingFileError
+from keras_attention._files import atomic_folder, atomic_write_text, copy_file, sha256_file, write_json
+from keras_attention.registry import split_model_name
+from keras_attention.weights._entry import pretrained_entry
+from keras_attention.weights._publish import build_model_card
+from keras_attention.weights._registry import (KERAS_WEIGHTS_FILENAME, PRETRAINED_FILENAME, WEIGHTS_PATH_ENV,
+                                               ChecksumError, FolderExistsError, package_root,
+                                               validate_pretrained_cfg)
+
+
+def recipe_ref(recipe: str | None) -> str | None:
+    """A recipe path as ``weights/README.md`` writes it: relative to ``weights/`` if inside.
+
+    Args:
+        recipe: the recipe file a run was made with (``weights/_recipes/cifar10.yaml``).
+
+    Returns:
+        ``"_recipes/cifar10.yaml"`` for a recipe under a ``weights`` folder, else ``recipe``.
+    """
+    if not recipe:
+        return None
+    parts = Path(recipe).as_posix().split("/")
+    if "weights" in parts:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("weights") + 1:])
+    return recipe
+
+
+def pretrained_config(cfg, label_names, model_kwargs, weights_path: Path, metrics: dict | None,
+                      command: str | None, hardware: str | None) -> dict:
+    """The ``pretrained.json`` of a training run (schema in ``weights/README.md``).
+
+    Args:
+        cfg: the run's ``keras_attention.training.TrainConfig`` (model, tag, dataset,
+            input_size, crop_pct, interpolation, mean, std, val_split, recipe, epochs).
+        label_names: class names in output order.
+        model_kwargs: the builder arguments the exported model was built with.
+        weights_path: the exported ``model.weights.h5`` (hashed into ``files``).
+        metrics: the evaluation of the validation split (``top1``, ``top5`` in percent,
+            ``per_class_top1``), or ``None`` for a run without one.
+        command: the command that made the run.
+        hardware: the hardware description.
+
+    Returns:
+        The entry, with ``hub.repo_id`` ``keras-attention/<arch>.<tag>`` not yet published.
+    """
+    arch = split_model_name(cfg.model)[0]
+    tag = cfg.tag or re.sub(r"[^A-Za-z0-9_]+", "_", Path(cfg.dataset).name.split(":")[0]).strip("_")
+    top = metrics or {}
+    weights_path = Path(weights_path)
+    return pretrained_entry(
+        architecture=arch, tag=tag, default=True, fmt="keras",
+        files={KERAS_WEIGHTS_FILENAME: {"sha256": sha256_file(weights_path),
+                                        "size": weights_path.stat().st_size}},
+        repo_id=f"keras-attention/{arch}.{tag}", revision=None, model_kwargs=model_kwargs,
+        input_size=cfg.input_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
+        mean=cfg.mean, std=cfg.std, label_names=label_names, license="apache-2.0",
+        dataset=cfg.dataset if not os.path.isdir(cfg.dataset) else Path(cfg.dataset).name,
+        metrics={"top1": top.get("top1"), "top5": top.get("top5"), "per_class_top1": top.get("per_class_top1"),
+                 "split": cfg.val_split, "dataset": cfg.dataset,
+                 "command": f"keras-attention evaluate {arch}.{tag} --dataset {cfg.dataset} "
+                            f"--split {cfg.val_split}" if cfg.val_split else None},
+        source={"recipe": recipe_ref(cfg.recipe), "command": command, "hardware": hardware,
+                "epochs": cfg.epochs},
+        validate=False)
+
+
+def default_weights_dir() -> Path:
+    """Where :func:`add_trained_weights` writes by default.
+
+    Returns:
+        ``weights/`` of the source checkout the package runs from (``pyproject.toml`` and
+        ``weights/`` next to the package, outside any ``site-packages``); else the first
+        folder on ``KERAS_ATTENTION_WEIGHTS_PATH``.
+
+    Raises:
+        InvalidInputError: neither (an installed package): the folder must be named.
+    """
+    root = package_root().parent
+    installed = {"site-packages", "dist-packages"} & set(root.parts)
+    if not installed and (root / "pyproject.toml").is_file() and (root / "weights").is_dir():
+        return root / "weights"
+    first = next((p for p in os.environ.get(WEIGHTS_PATH_ENV, "").split(os.pathsep) if p), None)
+    if first:
+        return Path(first).expanduser()
+    raise InvalidInputError(
+        f"No weights folder to add the run to: keras_attention runs from an installed package "
+        f"({package_root()}), not a source checkout. Name the folder (weights_dir=..., "
+        f"--weights-dir) or set {WEIGHTS_PATH_ENV}.")
+
+
+def _card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | None) -> str:
+    """The model card's body: what was trained, how it was evaluated and made, the hash."""
+    source = cfg.get("source") or {}
+    m = cfg["metrics"]
+    params = metrics.get("trainable_params")
+    if m.get("top1") is not None:
+        images = metrics.get("num_eval_examples")
+        evaluated = (f", evaluated on the full `{m.get('split')}` split"
+                     + (f" ({images:,} images)." if images is not None else "."))
+        evaluation = ["| top-1 (%) | top-5 (%) | split | command |", "|---|---|---|---|",
+                      f"| {m['top1']:.2f} | {_number(m.get('top5'))} | {m.get('split')} | `{m.get('command')}` |"]
+    else:
+        evaluated = ". The run had no validation split, so it was not evaluated."
+        evaluation = ["Not measured: the run had no validation split. Evaluate it with "
+                      f"`keras-attention evaluate {cfg['name']} --dataset {cfg['dataset']} --split test`."]
+    lines = [
+        f"# {cfg['name']}",
+        "",
+        f"`{cfg['architecture']}` ({_number(params, ',')} trainable parameters) trained from scratch on "
+        f"`{cfg['dataset']}` (`{train_cfg.get('train_split', 'train')}` split) by the keras-attention "
+        f"training script{evaluated}",
+        "",
+        "## Evaluation",
+        "",
+        *evaluation,
+        "",
+    ]
+    if m.get("per_class_top1"):
+        lines += ["Top-1 per class (%): " + ", ".join(
+            f"{label} {_number(v, '.1f')}" for label, v in m["per_class_top1"].items()) + ".", ""]
+    epochs = train_cfg.get("epochs")
+    minutes = metrics.get("train_time_s_total")
+    lines += [
+        "## Training",
+        "",
+        f"- recipe: `weights/{source.get('recipe')}`; reproduce with `{source.get('command')}`",
+        f"- {epochs} epoch{'s' if epochs != 1 else ''} x "
+        f"{metrics.get('steps_per_epoch')} steps, batch {train_cfg.get('batch_size')}, "
+        f"{train_cfg.get('optimizer')} (lr {train_cfg.get('lr')}, momentum {train_cfg.get('momentum')}, nesterov "
+        f"{train_cfg.get('nesterov')}), cosine schedule with {train_cfg.get('warmup_epochs')} warmup epoch(s), "
+        f"weight decay {train_cfg.get('weight_decay')} ({train_cfg.get('weight_decay_mode')}), label smoothing "
+        f"{train_cfg.get('label_smoothing')}, augmentation `{train_cfg.get('augment')}`, seed {train_cfg.get('seed')}",
+        f"- precision {metrics.get('precision')}, backend {metrics.get('backend')}, hardware: {source.get('hardware')}",
+        f"- training time {_number(None if minutes is None else minutes / 60, '.1f')} min "
+        f"({_number(metrics.get('images_per_s_median'), '.0f')} images/s median)",
+        f"- final training loss {_number(metrics.get('final_train_loss'), '.4f')}, training top-1 "
+        f"{_number(metrics.get('final_train_top1'))}% (with augmentation)",
+        "",
+        f"Weights file `model.weights.h5`, SHA-256 `{cfg['files'][KERAS_WEIGHTS_FILENAME]['sha256']}`. "
+        "Training curves: `curves.png`.",
+    ]
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _read_run_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"{path} is not valid JSON: {e}") from None
+
+
+def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
+                        overwrite: bool = False) -> Path:
+    """Adds a finished training run to the weights registry as ``<weights_dir>/<arch>.<tag>/``.
+
+    Copies ``model.weights.h5`` (its SHA-256 checked against the run's ``pretrained.json``)
+    and ``curves.png``, writes ``pretrained.json`` and a model card ``README.md`` (the
+    measured metrics, or that none were measured for a run without a validation split; the
+    recipe and the command that reproduces the run, hardware, training time, SHA-256, and
+    ``notes``). The folder is written under a temporary name and renamed into place; an
+    existing entry is replaced only then.
+
+    Args:
+        run_dir: the run's output folder.
+        weights_dir: the registry folder (default :func:`default_weights_dir`: a source
+            checkout's ``weights/``, else ``KERAS_ATTENTION_WEIGHTS_PATH``).
+        notes: markdown added to the card under "Notes".
+        overwrite: replace an existing entry.
+
+    Returns:
+        The entry's folder.
+
+    Raises:
+        MissingFileError: the run folder lacks one of its output files.
+        ChecksumError: the run's weights do not match its ``pretrained.json``.
+        RegistryError: the run's ``pretrained.json`` breaks the schema.
+        FolderExistsError: the entry exists and ``overwrite`` is false.
+        InvalidInputError: no ``weights_dir`` and no default (installed package).
+    """
+    run_dir = Path(run_dir)
+    weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
+    needed = [PRETRAINED_FILENAME, "metrics.json", "train_config.json", KERAS_WEIGHTS_FILENAME]
+    missing = [n for n in needed if not (run_dir / n).is_file()]
+    if missing:
+        raise MissingFileError(f"{run_dir} is not a finished training run: missing {missing}.")
+    cfg = _read_run_json(run_dir / PRETRAINED_FILENAME)
+    metrics = _read_run_json(run_dir / "metrics.json")
+    train_cfg = _read_run_json(run_dir / "train_config.json")
+    validate_pretrained_cfg(cfg, str(run_dir / PRETRAINED_FILENAME))
+    expected = cfg["files"][KERAS_WEIGHTS_FILENAME]["sha256"]
+    actual = sha256_file(run_dir / KERAS_WEIGHTS_FILENAME)
+    if actual != expected:
+        raise ChecksumError(f"{run_dir / KERAS_WEIGHTS_FILENAME}: SHA-256 {actual}, its pretrained.json says "
+                            f"{expected}.")
+    target = weights_dir / cfg["name"]
+    if target.exists() and not overwrite:
+        raise FolderExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it.")
+    # The command in the card must be runnable from the repository, not from the run's machine.
+    source = cfg.setdefault("source", {})
+    if source.get("recipe") and {"recipes", "_recipes"} & set(Path(source["recipe"]).parts):
+        source["recipe"] = f"_recipes/{Path(source['recipe']).name}"  # as shipped in weights/
+    if source.get("recipe"):
+        source["command"] = (f"keras-attention train --recipe weights/{source['recipe']} --model "
+                             f"{cfg['architecture']} --output runs/{cfg['name']}")
+    source["train_time_s"] = metrics.get("train_time_s_total")
+    with atomic_folder(target) as tmp:
+        tmp.mkdir()
+        copy_file(run_dir / KERAS_WEIGHTS_FILENAME, tmp / KERAS_WEIGHTS_FILENAME)
+        if (run_dir / "curves.png").is_file():
+            copy_file(run_dir / "curves.png", tmp / "curves.png")
+        write_json(tmp / PRETRAINED_FILENAME, cfg)
+        body = _card_body(cfg, train_cfg, metrics, notes)
+        atomic_write_text(tmp / "README.md", build_model_card(cfg, cfg["hub"]["repo_id"], body))
+    return target
