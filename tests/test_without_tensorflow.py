@@ -82,3 +82,20 @@ def test_the_main_job_reproduces_the_cards_top1_on_jax(cifar10_prepared):
     import_or_skip("jax", "the JAX backend is what this tests")
     out = _finish(_cli(["demo", "--dataset", str(cifar10_prepared), "--no-progress"]))
     assert "-> same" in out and "10000 images, jax backend, grain pipeline" in out
+
+
+def test_an_installed_backend_is_chosen_when_none_is_configured(tmp_path):
+    """Keras defaults to TensorFlow; without it (and without KERAS_BACKEND), importing the
+    package selects JAX (else PyTorch). A configured, installed backend is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(PYTHONPATH=str(REPO_ROOT), KERAS_HOME=str(tmp_path))
+    code = "import keras_attention, keras; print(keras.backend.backend())"
+    chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            timeout=300).stdout.strip().splitlines()[-1]
+    expected = "tensorflow" if not NO_TF else ("jax" if importlib.util.find_spec("jax") else "torch")
+    assert chosen == expected
+    if importlib.util.find_spec("jax"):
+        (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+        kept = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=300).stdout.strip().splitlines()[-1]
+        assert kept == "jax"
