@@ -155,8 +155,9 @@ def test_short_real_cifar10_run_loss_goes_down_and_writes_outputs(tmp_path):
 @needs_cifar
 @pytest.mark.parametrize("precision,policy", [("float16", "mixed_float16"),
                                               ("bfloat16", "mixed_bfloat16")])
-def test_mixed_precision_training(tmp_path, precision, policy):
-    cfg = _small_cfg(tmp_path, mixed_precision=precision, train_split="train[:256]",
+def test_mixed_precision_training(tmp_path, precision, policy, tiny_arch):
+    # A tiny model: float16 convolutions are emulated (slow) on CPUs.
+    cfg = _small_cfg(tmp_path, model=tiny_arch, mixed_precision=precision, train_split="train[:256]",
                      val_split=None, epochs=1)
     metrics = train(cfg)
     assert keras.config.dtype_policy().name == "float32"  # restored afterwards
@@ -172,7 +173,7 @@ def test_mixed_precision_training(tmp_path, precision, policy):
 
 
 @needs_cifar
-def test_float16_steps_skipped_on_overflow_still_count_and_resume_works(tmp_path, monkeypatch):
+def test_float16_steps_skipped_on_overflow_still_count_and_resume_works(tmp_path, monkeypatch, tiny_arch):
     """mixed_float16 with an initial loss scale of 2**24: the first steps overflow and are
     skipped (the scale halves each time). They must still advance the optimizer's step counter,
     so the schedule does not fall behind and a run interrupted after epoch 1 resumes (its
@@ -180,7 +181,7 @@ def test_float16_steps_skipped_on_overflow_still_count_and_resume_works(tmp_path
     from keras_attention.training import callbacks
 
     def cfg(out, **kw):
-        return _small_cfg(tmp_path, mixed_precision="float16", initial_loss_scale=2.0**24,
+        return _small_cfg(tmp_path, model=tiny_arch, mixed_precision="float16", initial_loss_scale=2.0**24,
                           train_split="train[:192]", val_split=None, epochs=2, batch_size=32,
                           deterministic=True, output_dir=str(tmp_path / out), **kw)
 
