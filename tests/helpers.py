@@ -200,3 +200,39 @@ def _flatten_features(features):
 def count_trainable_params(model: keras.Model) -> int:
     """Number of trainable parameters (scalars) of a built model."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def timm_module_error(layer, module, x: np.ndarray, seed: int = 0) -> float:
+    """Max relative error of our ``layer`` against timm's ``module`` on the NHWC batch ``x``.
+
+    ``module`` (a ``torch.nn.Module``) gets random weights and random BatchNorm statistics
+    and is put in eval mode; its state dict is loaded into ``layer`` through the timm
+    converter's per-class table (:data:`keras_attention.convert.timm_layouts.LAYER_CONVERTERS`),
+    so this checks the layer and its conversion together.
+    """
+    import torch
+
+    from keras_attention.convert.timm_layouts import LAYER_CONVERTERS
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        for name, b in module.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.2)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+    module.eval()
+    layer.build(x.shape)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    specs = LAYER_CONVERTERS[type(layer).__name__](layer, "m")
+    assert sorted(s.path for s in specs) == sorted(w.path for w in layer.weights), "a weight is not converted"
+    assert {s.key for s in specs} == {f"m.{k}" for k in state if not k.endswith("num_batches_tracked")}
+    for spec in specs:
+        spec.variable.assign(spec.transform(state[spec.key[2:]]))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+    actual = keras.ops.convert_to_numpy(layer(x, training=False)).transpose(0, 3, 1, 2)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())

@@ -5,17 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import serializable
-
-def he_fan_out() -> keras.initializers.Initializer:
-    """He (Kaiming) normal initialisation, fan-out mode, as in torchvision/timm ResNets.
-
-    A new instance per layer: a Keras initializer instance carries a fixed seed, so one
-    shared instance would give every kernel of the same shape identical values. Its seed
-    comes from Python's ``random``, which ``keras.utils.set_random_seed`` seeds.
-    """
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-
+from keras_attention.layers._common import he_fan_out, serializable  # noqa: F401 (he_fan_out: re-exported)
 
 def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormalization:
     """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
@@ -126,3 +116,4 @@ class ChannelPadShortcut(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "stride": self.stride}
+

@@ -37,17 +37,19 @@ def _inverse(spec: ct.WeightSpec, value: np.ndarray) -> np.ndarray:
         return np.transpose(value, (3, 2, 0, 1))
     if spec.transform is ct.conv1d_kernel:
         return np.transpose(value, (2, 1, 0))
+    if spec.transform is ct.pointwise_kernel:
+        return np.transpose(value)[:, :, None, None]
     if spec.transform is ct.dense_kernel:
-        out = np.transpose(value)
-        return out[:, :, None, None] if ".se." in spec.key else out
+        return np.transpose(value)
+    assert spec.transform is ct.identity, spec.transform
     return value
 
 
-def fake_state_dict(model, seed=0) -> dict[str, np.ndarray]:
+def fake_state_dict(model, seed=0, layout="resnet") -> dict[str, np.ndarray]:
     """A timm-layout state dict with random values whose conversion gives ``model`` those values."""
     rng = np.random.default_rng(seed)
     state = {}
-    for spec in ct.weight_mapping(model):
+    for spec in ct.weight_mapping(model, layout):
         value = rng.uniform(0.5, 1.5, size=tuple(spec.variable.shape)).astype("float32")
         state[spec.key] = _inverse(spec, value)
         if spec.key.endswith(".running_var"):
