@@ -76,22 +76,32 @@ def _first_output(y):
 
 def check_fresh_process_reload(model: keras.Model, inputs: np.ndarray, tmp_path: Path, atol=1e-6):
     """Saves ``model`` as ``.keras``, reloads it in a new Python process, compares outputs."""
-    path = tmp_path / "model.keras"
-    model.save(path)
-    expected = keras.ops.convert_to_numpy(_first_output(model(inputs, training=False)))
-    np.save(tmp_path / "inputs.npy", inputs)
+    check_fresh_process_reload_many({"model": (model, inputs)}, tmp_path, atol=atol)
+
+
+def check_fresh_process_reload_many(cases: dict, tmp_path: Path, atol=1e-6):
+    """:func:`check_fresh_process_reload` for ``{name: (model, inputs)}``, all in one new process
+    (one interpreter start instead of one per model)."""
+    expected = {}
+    for name, (model, inputs) in cases.items():
+        model.save(tmp_path / f"{name}.keras")
+        expected[name] = keras.ops.convert_to_numpy(_first_output(model(inputs, training=False)))
+        np.save(tmp_path / f"{name}_inputs.npy", inputs)
     code = textwrap.dedent(f"""
         import numpy as np, keras, keras_attention
-        model = keras.saving.load_model({str(path)!r})
-        y = model(np.load({str(tmp_path / 'inputs.npy')!r}), training=False)
-        y = y[0] if isinstance(y, (list, tuple)) else y
-        np.save({str(tmp_path / 'reloaded.npy')!r}, keras.ops.convert_to_numpy(y))
+        for name in {sorted(cases)!r}:
+            model = keras.saving.load_model(f"{tmp_path}/{{name}}.keras")
+            y = model(np.load(f"{tmp_path}/{{name}}_inputs.npy"), training=False)
+            y = y[0] if isinstance(y, (list, tuple)) else y
+            np.save(f"{tmp_path}/{{name}}_reloaded.npy", keras.ops.convert_to_numpy(y))
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, f"reload in a fresh process failed:\n{proc.stderr[-3000:]}"
-    np.testing.assert_allclose(np.load(tmp_path / "reloaded.npy"), expected, atol=atol, rtol=1e-5)
+    for name in cases:
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}_reloaded.npy"), expected[name], atol=atol,
+                                   rtol=1e-5, err_msg=name)
 
 
 def run_layer_test(layer_cls, init_kwargs=None, input_shapes=((2, 8, 8, 16),), *, tmp_path,

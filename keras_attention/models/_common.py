@@ -117,3 +117,33 @@ class ChannelPadShortcut(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "stride": self.stride}
 
+
+@serializable
+class PaddedMaxPooling2D(keras.layers.Layer):
+    """Max pooling padded with -inf on every side, as PyTorch's ``nn.MaxPool2d(padding=p)``.
+
+    Zero padding is only right after a ReLU (every value is >= 0); after SiLU or any
+    activation with negative values a zero could win a window that holds only negative
+    values. Keras's ``padding="same"`` pads even sizes on the bottom/right only.
+
+    Input ``(N, H, W, C)``; output ``(N, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, C)``.
+    """
+
+    def __init__(self, pool_size: int = 3, strides: int = 2, padding: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size, self.strides, self.padding = int(pool_size), int(strides), int(padding)
+        self._pool = keras.layers.MaxPooling2D(self.pool_size, strides=self.strides, dtype=self.dtype_policy)
+
+    def call(self, x):
+        p = self.padding
+        x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=float("-inf"))
+        return self._pool(x)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        size = lambda d: None if d is None else (d + 2 * self.padding - self.pool_size) // self.strides + 1  # noqa: E731
+        return (n, size(h), size(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding}
