@@ -58,11 +58,33 @@ TIMM_ARCHITECTURES: dict[str, str] = {
     "seresnext101_32x4d": "se_resnext101_32x4d",
     "ecaresnet50d": "eca_resnet50d",
     "ecaresnet101d": "eca_resnet101d",
+    # timm.models.byobnet
+    "gcresnet33ts": "gc_resnet33ts",
+    "gcresnet50t": "gc_resnet50t",
+    "gcresnext26ts": "gc_resnext26ts",
+    "gcresnext50ts": "gc_resnext50ts",
+    "seresnet33ts": "se_resnet33ts",
+    "seresnext26ts": "se_resnext26ts",
+    "eca_resnet33ts": "eca_resnet33ts",
+    "eca_resnext26ts": "eca_resnext26ts",
+    "bat_resnext26ts": "bat_resnext26ts",
+    # timm.models.sknet
+    "skresnet18": "sk_resnet18",
+    "skresnet34": "sk_resnet34",
+    "skresnext50_32x4d": "sk_resnext50_32x4d",
+    # timm.models.resnest (timm's ResNet class: the "resnet" layout)
+    "resnest14d": "resnest14d",
+    "resnest26d": "resnest26d",
+    "resnest50d": "resnest50d",
 }
 
 #: timm's module layout (:data:`~keras_attention.convert.timm_layouts.LAYOUTS`) of the checkpoints
 #: of our architectures; the others are ``"resnet"``.
-TIMM_LAYOUTS: dict[str, str] = {}
+TIMM_LAYOUTS: dict[str, str] = {
+    **dict.fromkeys(["gc_resnet33ts", "gc_resnet50t", "gc_resnext26ts", "gc_resnext50ts", "se_resnet33ts",
+                     "se_resnext26ts", "eca_resnet33ts", "eca_resnext26ts", "bat_resnext26ts"], "byobnet"),
+    **dict.fromkeys(["sk_resnet18", "sk_resnet34", "sk_resnext50_32x4d"], "sknet"),
+}
 
 #: State-dict entries that carry no weights (BatchNorm's step counter).
 IGNORED_SUFFIXES = (".num_batches_tracked",)
