@@ -312,6 +312,19 @@ def test_hub_weights_loader(tmp_path):
     assert weights.format_loader("timm") is ct.load_timm_files
 
 
+def test_hub_weights_loader_uses_the_architectures_layout(tmp_path):
+    from safetensors.numpy import save_file
+
+    model = ka.create_model("eca_resnext26ts", input_shape=(None, None, 3), num_classes=5)
+    state = fake_state_dict(model, layout="byobnet")
+    assert "stages.3.1.attn.conv.weight" in state and "head.fc.weight" in state
+    save_file(state, str(tmp_path / "model.safetensors"))
+    cfg = {"name": "eca_resnext26ts.x", "architecture": "eca_resnext26ts",
+           "source": {"model": "eca_resnext26ts.ch_in1k"}}
+    ct.load_timm_files(model, {"model.safetensors": tmp_path / "model.safetensors"}, cfg)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("head_fc").bias), state["head.fc.bias"])
+
+
 @pytest.mark.parametrize("pinned", [True, False])
 def test_load_timm_entry_through_hub(tmp_path, monkeypatch, hf_hub, pinned):
     """End to end: a "timm" entry served by the local Hub stand-in, converted at load time.
