@@ -437,6 +437,9 @@ def _register(name, block, depths, defaults, attention=None, attention_kwargs=No
               summary=""):
     """Registers ``name``; a family model gets ``attention`` and its family options.
 
+    ``stage_depths=`` overrides the architecture's depths (a shallower variant of the same
+    family, e.g. for tests); every other builder argument overrides its default.
+
     A ``spatial_conv`` in ``defaults`` (SK, Split attention) keeps its ``spatial_conv_kwargs``
     while it is kept (the user's are merged over them); another ``spatial_conv=`` starts from
     its own defaults plus the user's ``spatial_conv_kwargs``.
@@ -460,7 +463,7 @@ def _register(name, block, depths, defaults, attention=None, attention_kwargs=No
         if attention is not None and _same_attention(kwargs.get("attention", attention), attention):
             options = {**defaults, **attention_options, **kwargs, "attention": attention,
                        "attention_kwargs": {**attention_kwargs, **(kwargs.get("attention_kwargs") or {})}}
-        return build_resnet(block, depths, name=options.pop("name", name), **options)
+        return build_resnet(block, options.pop("stage_depths", depths), name=options.pop("name", name), **options)
 
     builder.__name__ = builder.__qualname__ = name
     family = "" if attention is None else (
