@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import he_fan_out, serializable  # noqa: F401 (he_fan_out: re-exported)
+from keras_attention.layers._common import check_positive, he_fan_out, serializable  # noqa: F401 (he_fan_out: re-exported)
 
 def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormalization:
     """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
@@ -126,12 +126,21 @@ class PaddedMaxPooling2D(keras.layers.Layer):
     activation with negative values a zero could win a window that holds only negative
     values. Keras's ``padding="same"`` pads even sizes on the bottom/right only.
 
-    Input ``(N, H, W, C)``; output ``(N, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, C)``.
+    Input ``(N, H, W, C)``; output ``(N, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, C)``, same
+    dtype.
+
+    Raises:
+        ValueError: ``pool_size``/``strides`` not positive integers, ``padding`` negative or not
+            smaller than ``pool_size`` (a window of padding only).
     """
 
     def __init__(self, pool_size: int = 3, strides: int = 2, padding: int = 1, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size, self.strides, self.padding = int(pool_size), int(strides), int(padding)
+        self.pool_size = check_positive("pool_size", pool_size, integer=True)
+        self.strides = check_positive("strides", strides, integer=True)
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding < self.pool_size:
+            raise ValueError(f"`padding` must be an integer in [0, pool_size), received {padding!r}.")
+        self.padding = padding
         self._pool = keras.layers.MaxPooling2D(self.pool_size, strides=self.strides, dtype=self.dtype_policy)
 
     def call(self, x):

@@ -322,6 +322,10 @@ def test_padded_max_pool_after_negative_activations():
     assert y.shape == (1, 2, 3, 2) and np.all(y < 0)
     np.testing.assert_array_equal(y[0, 0, 0], x[0, :2, :2].max(axis=(0, 1)))
     np.testing.assert_array_equal(y[0, 1, 2], x[0, 1:4, 3:6].max(axis=(0, 1)))
+    layer = PaddedMaxPooling2D(3, 2, 1)
+    assert PaddedMaxPooling2D.from_config(layer.get_config()).get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="padding"):
+        PaddedMaxPooling2D(3, 2, 3)
 
 
 def test_spatial_conv_replaces_the_3x3():
