@@ -15,11 +15,15 @@ most 16 MiB from ``$OUT``. So a session is a few calls:
 3. there, the last call: ``bash scripts/device/run.sh train PLAN`` (carry ``.device/wheels``
    and the last piece) installs the wheels, reassembles and verifies the datasets,
    optionally measures images/s (``measure: true``) to fit the epochs into the time budget,
-   trains the plan's runs (several at once), each evaluated on its full test split, and
-   writes ``$OUT/runs.tar`` (weights, metrics, pretrained.json, history, curves) and the log;
-4. here: ``driver.py unpack runs.tar`` turns the runs into registry entries with model
-   cards (``keras-attention add-weights``) and re-evaluates each on this machine's CPU in
-   float32, reporting the difference from the card's top-1 (the cross-device check).
+   trains the plan's runs (several at once), each evaluated on its full test split, and packs
+   weights, metrics, pretrained.json, history, curves and logs into ``runs.tar``, cut into
+   parts of at most 15.5 MiB; the first 7 parts come back in ``$OUT`` with an index, and
+   ``bash scripts/device/run.sh fetch N`` brings batch N of the rest (a ResNet-50 weights file
+   is 95 MB: 7 of them need about 11 calls);
+4. here: ``driver.py unpack FOLDER...`` (the calls' ``files_at`` folders) reassembles
+   ``runs.tar`` (SHA-256 checked), turns the runs into registry entries with model cards
+   (``keras-attention add-weights``) and re-evaluates each on this machine's CPU in float32,
+   reporting the difference from the card's top-1 (the cross-device check).
 
 Every step runs on the CPU here too (``tests/test_device_runner.py`` runs the whole chain with
 the JAX backend and a tiny budget).
@@ -44,6 +48,9 @@ STAGING = Path(os.environ.get("KA_DEVICE_STAGING", "/tmp/ka-device"))  # on the 
 WHEELS = ["keras==3.15.1", "namex", "optree", "grain==0.2.18", "array-record", "portpicker"]
 WHEEL_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
                    "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+#: Parts of the outputs: at most 16 MiB per file and 8 files (one is the index) per call.
+PART_MIB = float(os.environ.get("KA_DEVICE_PART_MIB", "15.5"))
+PARTS_PER_CALL = 7
 #: Outputs of a run brought back (not the checkpoints nor model.keras: the weights file is enough).
 RUN_FILES = ("model.weights.h5", "pretrained.json", "metrics.json", "train_config.json",
              "history.csv", "curves.png")
@@ -288,29 +295,79 @@ def train(plan_path: Path, out: Path, budget_s: float | None) -> int:
     return 0 if finished and not failed else 1
 
 
-def collect(runs_dir: Path, out: Path) -> Path:
-    """``out/runs.tar`` with each finished run's outputs, and the training logs."""
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "runs.tar"
-    with tarfile.open(target, "w") as tar:
+def collect(runs_dir: Path, out: Path) -> list[Path]:
+    """Packs each finished run's outputs and the logs into ``runs.tar``, cut into parts of at
+    most :data:`PART_MIB` MiB (the device tool returns files of at most 16 MiB, 8 per call),
+    and puts the first batch of parts in ``out`` (:func:`fetch` puts the next ones)."""
+    outbox = STAGING / "outbox"
+    shutil.rmtree(outbox, ignore_errors=True)
+    outbox.mkdir(parents=True)
+    archive = STAGING / "runs.tar"
+    with tarfile.open(archive, "w") as tar:
         for run in sorted(p for p in runs_dir.glob("*") if (p / "metrics.json").is_file()):
             for name in RUN_FILES:
                 if (run / name).is_file():
                     tar.add(run / name, arcname=f"{run.name}/{name}")
         for logfile in sorted(STAGING.glob("*.log")):
             tar.add(logfile, arcname=f"logs/{logfile.name}")
-    log(f"{target}: {target.stat().st_size / 2**20:.1f} MiB")
+    size, limit = archive.stat().st_size, int(PART_MIB * 2**20)
+    parts = []
+    with open(archive, "rb") as f:
+        while chunk := f.read(limit):
+            parts.append(outbox / f"runs.tar.part{len(parts):03d}")
+            parts[-1].write_bytes(chunk)
+    index = {"archive": "runs.tar", "sha256": _sha256(archive), "size": size,
+             "parts": [p.name for p in parts], "per_call": PARTS_PER_CALL}
+    (outbox / "outbox.json").write_text(json.dumps(index, indent=1))
+    calls = math.ceil(len(parts) / PARTS_PER_CALL)
+    log(f"runs.tar: {size / 2**20:.1f} MiB in {len(parts)} part(s); "
+        f"{calls} call(s) bring them back (`run.sh fetch 1` .. `fetch {calls - 1}` after this one)")
+    return fetch(0, out)
+
+
+def fetch(batch: int, out: Path) -> list[Path]:
+    """Copies batch ``batch`` of the outbox's parts (and its index) into ``out``."""
+    outbox = STAGING / "outbox"
+    index = json.loads((outbox / "outbox.json").read_text())
+    names = index["parts"][batch * PARTS_PER_CALL:(batch + 1) * PARTS_PER_CALL]
+    out.mkdir(parents=True, exist_ok=True)
+    copied = [Path(shutil.copy2(outbox / n, out / n)) for n in names + ["outbox.json"]]
+    log(f"batch {batch}: {names or 'nothing left'}")
+    return copied
+
+
+def _join_parts(folders: list[Path], target: Path) -> Path:
+    """Reassembles ``runs.tar`` from the parts found in ``folders``; checks its SHA-256."""
+    index = None
+    found = {}
+    for folder in folders:
+        for p in folder.glob("runs.tar.part*"):
+            found[p.name] = p
+        if (folder / "outbox.json").is_file():
+            index = json.loads((folder / "outbox.json").read_text())
+    if index is None:
+        raise SystemExit(f"no outbox.json in {', '.join(map(str, folders))}")
+    missing = [n for n in index["parts"] if n not in found]
+    if missing:
+        raise SystemExit(f"runs.tar lacks parts {missing}: fetch them (run.sh fetch N)")
+    with open(target, "wb") as f:
+        for name in index["parts"]:
+            f.write(found[name].read_bytes())
+    if _sha256(target) != index["sha256"]:
+        raise SystemExit(f"{target}: reassembled with the wrong SHA-256")
     return target
 
 
 # ------------------------------------------------------------------------------ here: unpack
-def unpack(archive: Path, runs_dir: Path, weights_dir: Path | None, notes: str | None,
+def unpack(folders: list[Path], runs_dir: Path, weights_dir: Path | None, notes: str | None,
            dataset: str | None, check: bool) -> list[dict]:
-    """Registry entries (with model cards) for the runs in ``archive``, and the cross-device
-    check: each entry re-evaluated here in float32 against its card's top-1."""
+    """Registry entries (with model cards) for the runs brought back in ``folders`` (the
+    ``files_at`` folders of the train and fetch calls), and the cross-device check: each
+    entry re-evaluated here in float32 against its card's top-1."""
     from keras_attention.evaluation import evaluate
     from keras_attention.weights import add_trained_weights
     runs_dir.mkdir(parents=True, exist_ok=True)
+    archive = _join_parts(folders, runs_dir / "runs.tar")
     with tarfile.open(archive) as tar:
         tar.extractall(runs_dir, filter="data")
     report = []
@@ -341,8 +398,11 @@ def main(argv=None) -> int:
     p.add_argument("--device-dir", type=Path, default=REPO / ".device", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     p.add_argument("--budget-s", type=float)
-    p = sub.add_parser("unpack", help="here: runs.tar -> registry entries + cross-device check")
-    p.add_argument("archive", type=Path)
+    p = sub.add_parser("fetch", help="there: the next batch of output parts into $OUT")
+    p.add_argument("batch", type=int)
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
+    p = sub.add_parser("unpack", help="here: output parts -> registry entries + cross-device check")
+    p.add_argument("folders", nargs="+", type=Path, help="the folders the device calls' files are in")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "device")
     p.add_argument("--weights-dir", type=Path)
     p.add_argument("--notes", help="markdown added to every model card")
@@ -361,7 +421,10 @@ def main(argv=None) -> int:
     if args.command == "train":
         receive(args.device_dir)  # the last piece travels with the train call
         return train(args.plan, args.out, args.budget_s)
-    report = unpack(args.archive, args.runs, args.weights_dir, args.notes, args.dataset, not args.no_check)
+    if args.command == "fetch":
+        fetch(args.batch, args.out)
+        return 0
+    report = unpack(args.folders, args.runs, args.weights_dir, args.notes, args.dataset, not args.no_check)
     bad = [r for r in report if abs(r.get("difference", 0.0)) > 0.05]
     print(json.dumps(report, indent=1))
     return 1 if bad else 0
