@@ -17,12 +17,14 @@ def he_fan_out() -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
-def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormalization:
+def batch_norm(name: str, zero_init: bool = False, momentum: float = 0.9) -> keras.layers.BatchNormalization:
     """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 
     ``zero_init`` starts gamma at 0, so a residual branch ending in it starts as zero.
+    ``momentum`` is Keras's (the moving statistics keep ``momentum`` of their value per
+    step): PyTorch's ``momentum=m`` is Keras's ``1 - m``; TensorFlow's is the same as Keras's.
     """
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name,
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=momentum, name=name,
                                            gamma_initializer="zeros" if zero_init else "ones")
 
 
