@@ -37,20 +37,24 @@ def official_count(kernel3, *, saccader=False, classes=1000):
     return count + inplanes * classes + classes
 
 
-def patch_footprint(model, size, position):
-    """Rows and columns of the input that one position of the patch-logit map depends on
-    (gradient non-zero), with random BN statistics and inference-mode BN (an affine map)."""
+def patch_footprints(model, size, positions):
+    """Rows and columns of the input that each of ``positions`` of the patch-logit map depends
+    on (gradient non-zero), with random BN statistics and inference-mode BN (an affine map, so
+    the examples of a batch are independent: example b measures position b, one gradient for all)."""
     randomize_batch_norms(model, seed=1)
-    x = random_images((2, size, size, 3), seed=2)
+    x = random_images((len(positions), size, size, 3), seed=2)
     weights = keras.ops.convert_to_tensor(np.random.default_rng(3).standard_normal(model.output.shape[-1]),
                                           dtype="float32")
-    i, j = position
+    select = np.zeros((len(positions), *model.output.shape[1:3], 1), "float32")
+    for b, (i, j) in enumerate(positions):
+        select[b, i, j] = 1.0
 
     def fn(t):
-        return keras.ops.sum(model(t, training=False)[:, i, j, :] * weights)
+        return keras.ops.sum(model(t, training=False) * select * weights)
 
     g = np.abs(gradient(fn, x)) > 0
-    return np.flatnonzero(g.any(axis=(0, 2, 3))), np.flatnonzero(g.any(axis=(0, 1, 3)))
+    return [(np.flatnonzero(g[b].any(axis=(1, 2))), np.flatnonzero(g[b].any(axis=(0, 2))))
+            for b in range(len(positions))]
 
 
 def test_registered_names():
@@ -75,8 +79,8 @@ def test_receptive_field_is_exact(name, width_multiplier):
     model = ka.create_model(name, input_shape=(size, size, 3), num_classes=4, patch_logits=True,
                             width_multiplier=width_multiplier)
     assert tuple(model.output.shape) == (None, 3, 3, 4)
-    for position in [(0, 0), (1, 2), (2, 1)]:
-        rows, cols = patch_footprint(model, size, position)
+    positions = [(0, 0), (1, 2), (2, 1)]
+    for position, (rows, cols) in zip(positions, patch_footprints(model, size, positions)):
         np.testing.assert_array_equal(rows, np.arange(rf) + 8 * position[0])
         np.testing.assert_array_equal(cols, np.arange(rf) + 8 * position[1])
 
