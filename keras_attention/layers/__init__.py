@@ -16,3 +16,4 @@ from keras_attention.layers.danet import DANetChannelAttention, DANetPositionAtt
 from keras_attention.layers.spatial_transformer import SpatialTransformer
 from keras_attention.layers.residual_attention import CaffeMaxPool2D, PreActBottleneck, ResidualAttentionModule
 from keras_attention.layers.attention_dropout import ADCM, AttentionDropout
+from keras_attention.layers.saccader import SaccaderCell
