@@ -69,4 +69,4 @@ def location_pretraining_loss(location_logits, target_cells):
     Returns:
         Scalar float32 mean cross-entropy over the batch and the steps.
     """
-    return -ops.mean(_log_prob(location_logits, ops.stop_gradient(target_cells)))
+    return -ops.mean(_log_prob(location_logits, ops.stop_gradient(ops.convert_to_tensor(target_cells, "int32"))))

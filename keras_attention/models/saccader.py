@@ -168,8 +168,17 @@ class Saccader(keras.Model):
     def call(self, images, training=False, num_glimpses=None, policy=None):
         outputs = self.glimpse(images, training=training, num_glimpses=num_glimpses, policy=policy)
         if training:  # read by compute_loss in the same step (as Keras's own _losses_override)
-            object.__setattr__(self, "_train_outputs", outputs)
+            policy, _, _ = self._resolve(training, num_glimpses, policy)
+            object.__setattr__(self, "_train_outputs", (outputs, policy))
         return outputs["logits"]
+
+    def _resolve(self, training, num_glimpses, policy):
+        """(policy, glimpses, location pretraining?) of a call."""
+        policy = policy or self.policy
+        check_choice("policy", policy, POLICIES)
+        if bool(training) and self.training_phase == "locations":
+            return "learned", self.pretraining_glimpses, True
+        return policy, int(num_glimpses or self.num_glimpses), False
 
     def glimpse(self, images, training=False, num_glimpses: int | None = None, policy: str | None = None) -> dict:
         """Runs the model and returns every glimpse.
@@ -184,12 +193,7 @@ class Saccader(keras.Model):
             ``(N, h, w, K)``, and for the cell's policies ``location_logits`` ``(N, T, h*w)``.
             Engineered policies give at most ``h * w`` glimpses.
         """
-        policy = policy or self.policy
-        num_glimpses = int(num_glimpses or self.num_glimpses)
-        check_choice("policy", policy, POLICIES)
-        pretraining = bool(training) and self.training_phase == "locations"
-        if pretraining:
-            policy, num_glimpses = "learned", self.pretraining_glimpses
+        policy, num_glimpses, pretraining = self._resolve(training, num_glimpses, policy)
         features2d, what, logits2d = self.representation(images, training=training)
         if pretraining:
             features2d, what, logits2d = (ops.stop_gradient(t) for t in (features2d, what, logits2d))
@@ -214,7 +218,6 @@ class Saccader(keras.Model):
             "boxes": cell_boxes(cells, self.grid_shape, self.receptive_field, self.step),
             "representation_logits": ops.mean(ops.cast(logits2d, "float32"), axis=(1, 2)),
             "logits2d": logits2d,
-            "policy": policy,
         })
         return outputs
 
@@ -227,7 +230,7 @@ class Saccader(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The phase's loss (module docstring); outside training, the compiled loss of the logits."""
-        outputs = self.__dict__.pop("_train_outputs", None)
+        outputs, policy = self.__dict__.pop("_train_outputs", (None, None))
         if not training or outputs is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training)
         extra = [self._aggregate_additional_loss(loss) for loss in self.losses]
@@ -236,7 +239,7 @@ class Saccader(keras.Model):
             loss = location_pretraining_loss(outputs["location_logits"], targets)
         else:
             loss = self._glimpse_loss(y, outputs["glimpse_logits"], sample_weight)
-            if outputs["policy"] == "learned":
+            if policy == "learned":  # REINFORCE needs cells sampled from the location logits
                 rewards = correct_prediction_rewards(outputs["logits"], class_indices(y, self.num_classes))
                 loss = loss + self.reinforce_weight * reinforce_loss(outputs["location_logits"], outputs["cells"],
                                                                      rewards)

@@ -48,6 +48,7 @@ def patch_footprints(model, size, positions):
     select = np.zeros((len(positions), *model.output.shape[1:3], 1), "float32")
     for b, (i, j) in enumerate(positions):
         select[b, i, j] = 1.0
+    select = keras.ops.convert_to_tensor(select)
 
     def fn(t):
         return keras.ops.sum(model(t, training=False) * select * weights)

@@ -267,7 +267,9 @@ def test_saccader_phase_loss_is_glimpse_cross_entropy_plus_reinforce():
     x, labels = random_images((4, SIZE, SIZE, 3), seed=15), np.array([0, 1, 2, 3])
     y = np.eye(5, dtype="float32")[labels]
     y_pred = model(x, training=True)
-    out = {k: numpy(v) for k, v in model._train_outputs.items() if k != "policy"}
+    outputs, policy = model._train_outputs
+    assert policy == "learned"
+    out = {k: numpy(v) for k, v in outputs.items()}
     loss = float(numpy(model.compute_loss(x, y, y_pred, training=True)))
     g = out["glimpse_logits"]
     log_softmax = g - np.log(np.exp(g).sum(-1, keepdims=True))
@@ -301,6 +303,10 @@ def test_training_phases_update_the_right_weights():
     assert not np.array_equal(final["where"], after["where"])
     with pytest.raises(ValueError, match="training_phase"):
         model.set_training_phase("pretrain")
+    # `keras-attention train` exports by building the model again and copying the weights
+    export = tiny()
+    export.set_weights(model.get_weights())
+    np.testing.assert_allclose(numpy(export(x)), numpy(model(x)), rtol=1e-6, atol=1e-6)
 
 
 def test_load_representation_from_the_bagnet_classifier():
@@ -331,4 +337,6 @@ def test_save_and_reload_in_a_fresh_process(policy, tmp_path):
     model = tiny(policy=policy, num_glimpses=3)
     config = model.get_config()
     assert Saccader.from_config(config).get_config() == config
+    cell_config = model.cell.get_config()
+    assert SaccaderCell.from_config(cell_config).get_config() == cell_config and cell_config["seed"] == 1
     check_fresh_process_reload(model, random_images((2, SIZE, SIZE, 3), seed=18), tmp_path, atol=1e-5)
