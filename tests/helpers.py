@@ -246,3 +246,40 @@ def timm_module_error(layer, module, x: np.ndarray, seed: int = 0) -> float:
     actual = keras.ops.convert_to_numpy(layer(x, training=False)).transpose(0, 3, 1, 2)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def gradient(fn, x: np.ndarray) -> np.ndarray:
+    """Gradient of the scalar ``fn(x)`` with respect to the array ``x``, on the current backend.
+
+    ``fn`` takes and returns backend tensors (``keras.ops`` and model calls); ``x`` and the
+    result are NumPy arrays. Keras has no backend-agnostic gradient, hence one branch per backend.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        t = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = fn(t)
+        return tape.gradient(y, t).numpy()
+    if backend == "jax":
+        import jax
+        return np.asarray(jax.grad(fn)(jax.numpy.asarray(x)))
+    if backend == "torch":
+        import torch
+        t = torch.tensor(x, requires_grad=True)
+        fn(t).backward()
+        return t.grad.detach().cpu().numpy()
+    raise NotImplementedError(f"gradient() does not support the {backend!r} backend")
+
+
+def randomize_batch_norms(model: keras.Model, seed: int = 0) -> None:
+    """Gives every BatchNormalization of ``model`` (nested models too) random, non-zero statistics
+    and scales, so no branch is switched off (zero-initialised gammas) and reloads compare real
+    numbers."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.gamma.shape
+            layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
+                               rng.normal(0, 0.1, shape), rng.uniform(0.5, 1.5, shape)])

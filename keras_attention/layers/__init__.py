@@ -19,3 +19,4 @@ from keras_attention.layers.attention_dropout import ADCM, AttentionDropout
 from keras_attention.layers.selective_kernel import SelectiveKernel
 from keras_attention.layers.split_attention import SplitAttention
 from keras_attention.layers.bilinear_attention import BilinearAttentionTransform
+from keras_attention.layers.saccader import SaccaderCell

@@ -7,12 +7,14 @@ from keras import ops
 
 from keras_attention.layers._common import check_positive, he_fan_out, serializable  # noqa: F401 (he_fan_out: re-exported)
 
-def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormalization:
+def batch_norm(name: str, zero_init: bool = False, momentum: float = 0.9) -> keras.layers.BatchNormalization:
     """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 
     ``zero_init`` starts gamma at 0, so a residual branch ending in it starts as zero.
+    ``momentum`` is Keras's (the moving statistics keep ``momentum`` of their value per
+    step): PyTorch's ``momentum=m`` is Keras's ``1 - m``; TensorFlow's is the same as Keras's.
     """
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name,
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=momentum, name=name,
                                            gamma_initializer="zeros" if zero_init else "ones")
 
 
