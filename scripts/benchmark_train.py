@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, as in the workers (PYTHONPATH below)
 SHARED = REPO.parent / "shared" / "data"
 MARK_BEGIN, MARK_END = "<!-- training-benchmark:begin -->", "<!-- training-benchmark:end -->"
 
@@ -196,7 +197,8 @@ def main(argv=None) -> int:
                                          if "in_memory" in r else r["error"])
                 for r in rows), flush=True)
     import keras
-    meta = (f"Measured {datetime.date.today()} with `python scripts/benchmark_train.py --steps {args.steps}` "
+    command = " ".join(["python scripts/benchmark_train.py", *(argv if argv is not None else sys.argv[1:])])
+    meta = (f"Measured {datetime.date.today()} with `{command}` "
             f"on {platform.machine()} x{os.cpu_count()} CPU cores ({platform.processor() or 'CPU'}), "
             f"Keras {keras.__version__}; images/s of steady-state `model.fit` steps ({args.warmup} warm-up "
             f"steps left out, then {args.steps}). End to end = the real input pipeline (decode, augment, "
