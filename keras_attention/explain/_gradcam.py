@@ -136,7 +136,7 @@ def grad_cam(model: keras.Model, images, *, layer: str | None = None, class_inde
     tapped = tap_model(model, layer)
     num_classes = int(model.output_shape[-1])
     if class_index is not None:
-        wanted = np.broadcast_to(np.asarray(class_index, np.int64), (len(x),))
+        wanted = np.array(np.broadcast_to(np.asarray(class_index, np.int64), (len(x),)))
         if wanted.min(initial=0) < 0 or wanted.max(initial=0) >= num_classes:
             raise InvalidInputError(f"class_index must be in [0, {num_classes}), received {class_index!r}.")
     outputs, features, grads, classes = [], [], [], []

@@ -113,7 +113,8 @@ class GlobalContext(keras.layers.Layer):
         logits = logits - ops.max(logits, axis=(1, 2), keepdims=True)
         weights = ops.exp(logits)
         weights = weights / ops.sum(weights, axis=(1, 2), keepdims=True)  # softmax over H*W
-        context = ops.einsum("nhwo,nhwc->nc", weights, ops.cast(inputs, "float32"))
+        # sum_hw a_hw x_hw as a product and a sum (LiteRT has no builtin for the einsum)
+        context = ops.sum(weights * ops.cast(inputs, "float32"), axis=(1, 2))
         return ops.cast(context, inputs.dtype), weights
 
 

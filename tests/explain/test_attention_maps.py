@@ -57,7 +57,8 @@ def test_maps_are_the_layers_own_from_one_forward_pass(kind):
     assert {id(w) for w in probe.weights} == {id(w) for w in model.weights}  # shared, not copied
 
     result = explain.attention_maps(model, x, queries=QUERIES, batch_size=1)
-    np.testing.assert_allclose(result.outputs, np_(model(x, training=False)), rtol=1e-5, atol=1e-5)
+    expected = np_(model(x, training=False))  # batches of 1 vs 2: kernels may sum in another order
+    np.testing.assert_allclose(result.outputs, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert [e.layer for e in result] == [layer.name for layer in layers]
     for entry, layer, (layer_in, layer_out) in zip(result, layers, _intermediate(model, layers, x)):
         own_out, own_maps = layer.call_with_maps(layer_in, training=False, queries=QUERIES)
