@@ -87,7 +87,7 @@ def overlay(ax, image, heat, *, cmap="jet", alpha=0.5, title=None, scale=True):
     ax.imshow(shown, extent=(0, image.shape[1], image.shape[0], 0), cmap=cmap, alpha=alpha,
               interpolation="bilinear", vmin=0.0, vmax=1.0)
     if title:
-        ax.set_title(f"{title} [{lo:.3g}, {hi:.3g}]" if scale else title, fontsize=7)
+        ax.set_title(f"{title}\n[{lo:.3g}, {hi:.3g}]" if scale else title, fontsize=7)
 
 
 def _draw_grid(ax, image, entry, index):
@@ -123,8 +123,9 @@ def _draw_gates(fig, axes, entries, index):
                                                              key=lambda kv: (kv[0][0] or 0, kv[0][1]))):
         data = np.stack([r for _, r in rows])
         gate_like = key != "transform" and data.min() >= 0 and data.max() <= 1
+        bound = 1.0 if gate_like else max(float(np.abs(data).max()), 1e-12)  # diverging maps centred on 0
         image = ax.imshow(data, aspect="auto", interpolation="nearest", cmap="viridis" if gate_like else "coolwarm",
-                          vmin=0.0 if gate_like else None, vmax=1.0 if gate_like else None)
+                          vmin=0.0 if gate_like else -bound, vmax=bound)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([label for label, _ in rows], fontsize=6)
         ax.set_xlabel("channel", fontsize=6)
@@ -186,7 +187,7 @@ def plot_explanation(image, maps=None, gradcam=None, index: int = 0, *, label_na
     gate_groups = _stage_gates(entries, index)
     rows = math.ceil(len(panels) / columns)
     height_ratios = [1.0] * rows + [0.55] * len(gate_groups)
-    fig = plt.figure(figsize=(1.75 * columns, 1.9 * rows + 1.05 * len(gate_groups)))
+    fig = plt.figure(figsize=(1.75 * columns, 2.1 * rows + 1.05 * len(gate_groups)))
     grid = fig.add_gridspec(rows + len(gate_groups), columns, height_ratios=height_ratios)
     names = label_names or []
 

@@ -70,8 +70,12 @@ def resize_align_corners(x, height: int, width: int):
         return x
     rows = _interpolation_matrix(height, in_h, x.dtype)
     cols = _interpolation_matrix(width, in_w, x.dtype)
-    x = ops.einsum("oh,nhwc->nowc", rows, x)
-    return ops.einsum("pw,nowc->nopc", cols, x)
+    # Two batched matrix products with the batch axis kept first (the einsums
+    # "oh,nhwc->nowc" and "pw,nowc->nopc"; LiteRT's conversion of those einsums gave a model
+    # its interpreter could not load).
+    x = ops.matmul(ops.transpose(x, (0, 2, 3, 1)), ops.transpose(rows))  # (n, w, c, out_h)
+    x = ops.matmul(ops.transpose(x, (0, 3, 2, 1)), ops.transpose(cols))  # (n, out_h, c, out_w)
+    return ops.transpose(x, (0, 1, 3, 2))
 
 
 @serializable
