@@ -134,6 +134,7 @@ def attention_maps(model: keras.Model, images, *, layers=None, queries=DEFAULT_Q
     entries = _entries(model, layers, queries)
     outputs, collected = [], {entry.layer: {} for entry in entries}
     for start in range(0, len(x), batch_size):
+        # predict_on_batch: compiled (XLA on JAX: much faster than JAX's op-by-op eager mode)
         result = probe.predict_on_batch(x[start:start + batch_size])
         outputs.append(np.asarray(result["outputs"]))
         for name, maps in result["maps"].items():
