@@ -32,8 +32,8 @@ CIFAR = {"num_classes": 10, "input_shape": (32, 32, 3)}
 #: key -> (registry family, what is exported, how to build it: a pretrained name or (arch, kwargs)).
 ROWS = {
     "resnet": ("resnet", "resnet20.cifar10", "resnet20.cifar10"),
-    "resnet_imagenet": ("resnet", "eca_resnet50d.miil_in1k (ResNet-D stem, avg-down, 224 px)",
-                        "eca_resnet50d.miil_in1k"),
+    "resnet_imagenet": ("resnet + ECA", "eca_resnet50d (ImageNet: ResNet-D stem, avg-down; random weights, 224 px)",
+                        ("eca_resnet50d", {})),
     "se": ("resnet + SE", "se_resnet20.cifar10", "se_resnet20.cifar10"),
     "ge": ("resnet + GE-θ⁻", "ge_resnet20.cifar10", "ge_resnet20.cifar10"),
     "ge_theta": ("resnet + GE-θ", "ge_theta_resnet20 (random weights)", ("ge_theta_resnet20", {})),
