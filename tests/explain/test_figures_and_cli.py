@@ -97,3 +97,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["explain", "se_resnet20.cifar10", str(tmp_path / "x.png"), "--layers", "stage9_*",
                  "--output", str(tmp_path)]) == 2
     assert "'stage9_*' selects no attention layer" in capsys.readouterr().err
+
+
+def test_gallery_page_is_generated_and_its_figures_are_small():
+    import re
+
+    from tests.helpers import REPO_ROOT
+    page = REPO_ROOT / "docs" / "explain.md"
+    text = page.read_text()
+    assert "python -m keras_attention.explain.gallery" in text
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert len(figures) >= 5
+    for rel in figures:
+        path = page.parent / rel
+        assert path.stat().st_size < 500_000, f"{rel}: keep the committed figures small"
+        _png(path, min_size=(100, 100))
