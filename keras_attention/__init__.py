@@ -34,6 +34,36 @@ def _quiet_command_line() -> None:
         os.close(null)
 
 
+def _default_backend() -> None:
+    """Chooses an installed Keras backend when none is configured that could load.
+
+    Keras defaults to TensorFlow, which is an extra here (``pip install keras-attention[jax]``
+    installs none): without ``KERAS_BACKEND``, and when the backend of ``keras.json``
+    (TensorFlow if there is none) is not installed, use JAX, else PyTorch. An explicit
+    ``KERAS_BACKEND`` or an installed configured backend is never overridden.
+    """
+    import importlib.util
+    import json
+    import os
+    import sys
+    if "KERAS_BACKEND" in os.environ or "keras" in sys.modules:
+        return
+    config = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")),
+                          "keras.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            wanted = json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        wanted = "tensorflow"
+    if importlib.util.find_spec(wanted) is not None:
+        return
+    for backend in ("jax", "torch", "tensorflow"):
+        if importlib.util.find_spec(backend) is not None:
+            os.environ["KERAS_BACKEND"] = backend
+            return
+
+
+_default_backend()
 _quiet_command_line()
 
 from keras_attention import layers  # noqa: E402,F401  (registers the serializable layers)

@@ -76,22 +76,32 @@ def _first_output(y):
 
 def check_fresh_process_reload(model: keras.Model, inputs: np.ndarray, tmp_path: Path, atol=1e-6):
     """Saves ``model`` as ``.keras``, reloads it in a new Python process, compares outputs."""
-    path = tmp_path / "model.keras"
-    model.save(path)
-    expected = keras.ops.convert_to_numpy(_first_output(model(inputs, training=False)))
-    np.save(tmp_path / "inputs.npy", inputs)
+    check_fresh_process_reload_many({"model": (model, inputs)}, tmp_path, atol=atol)
+
+
+def check_fresh_process_reload_many(cases: dict, tmp_path: Path, atol=1e-6):
+    """:func:`check_fresh_process_reload` for ``{name: (model, inputs)}``, all in one new process
+    (one interpreter start instead of one per model)."""
+    expected = {}
+    for name, (model, inputs) in cases.items():
+        model.save(tmp_path / f"{name}.keras")
+        expected[name] = keras.ops.convert_to_numpy(_first_output(model(inputs, training=False)))
+        np.save(tmp_path / f"{name}_inputs.npy", inputs)
     code = textwrap.dedent(f"""
         import numpy as np, keras, keras_attention
-        model = keras.saving.load_model({str(path)!r})
-        y = model(np.load({str(tmp_path / 'inputs.npy')!r}), training=False)
-        y = y[0] if isinstance(y, (list, tuple)) else y
-        np.save({str(tmp_path / 'reloaded.npy')!r}, keras.ops.convert_to_numpy(y))
+        for name in {sorted(cases)!r}:
+            model = keras.saving.load_model(f"{tmp_path}/{{name}}.keras")
+            y = model(np.load(f"{tmp_path}/{{name}}_inputs.npy"), training=False)
+            y = y[0] if isinstance(y, (list, tuple)) else y
+            np.save(f"{tmp_path}/{{name}}_reloaded.npy", keras.ops.convert_to_numpy(y))
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, f"reload in a fresh process failed:\n{proc.stderr[-3000:]}"
-    np.testing.assert_allclose(np.load(tmp_path / "reloaded.npy"), expected, atol=atol, rtol=1e-5)
+    for name in cases:
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}_reloaded.npy"), expected[name], atol=atol,
+                                   rtol=1e-5, err_msg=name)
 
 
 def run_layer_test(layer_cls, init_kwargs=None, input_shapes=((2, 8, 8, 16),), *, tmp_path,
@@ -200,3 +210,76 @@ def _flatten_features(features):
 def count_trainable_params(model: keras.Model) -> int:
     """Number of trainable parameters (scalars) of a built model."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def timm_module_error(layer, module, x: np.ndarray, seed: int = 0) -> float:
+    """Max relative error of our ``layer`` against timm's ``module`` on the NHWC batch ``x``.
+
+    ``module`` (a ``torch.nn.Module``) gets random weights and random BatchNorm statistics
+    and is put in eval mode; its state dict is loaded into ``layer`` through the timm
+    converter's per-class table (:data:`keras_attention.convert.timm_layouts.LAYER_CONVERTERS`),
+    so this checks the layer and its conversion together.
+    """
+    import torch
+
+    from keras_attention.convert.timm_layouts import LAYER_CONVERTERS
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        for name, b in module.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.2)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+    module.eval()
+    layer.build(x.shape)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    specs = LAYER_CONVERTERS[type(layer).__name__](layer, "m")
+    assert sorted(s.path for s in specs) == sorted(w.path for w in layer.weights), "a weight is not converted"
+    assert {s.key for s in specs} == {f"m.{k}" for k in state if not k.endswith("num_batches_tracked")}
+    for spec in specs:
+        spec.variable.assign(spec.transform(state[spec.key[2:]]))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+    actual = keras.ops.convert_to_numpy(layer(x, training=False)).transpose(0, 3, 1, 2)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def gradient(fn, x: np.ndarray) -> np.ndarray:
+    """Gradient of the scalar ``fn(x)`` with respect to the array ``x``, on the current backend.
+
+    ``fn`` takes and returns backend tensors (``keras.ops`` and model calls); ``x`` and the
+    result are NumPy arrays. Keras has no backend-agnostic gradient, hence one branch per backend.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        t = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = fn(t)
+        return tape.gradient(y, t).numpy()
+    if backend == "jax":
+        import jax
+        return np.asarray(jax.grad(fn)(jax.numpy.asarray(x)))
+    if backend == "torch":
+        import torch
+        t = torch.tensor(x, requires_grad=True)
+        fn(t).backward()
+        return t.grad.detach().cpu().numpy()
+    raise NotImplementedError(f"gradient() does not support the {backend!r} backend")
+
+
+def randomize_batch_norms(model: keras.Model, seed: int = 0) -> None:
+    """Gives every BatchNormalization of ``model`` (nested models too) random, non-zero statistics
+    and scales, so no branch is switched off (zero-initialised gammas) and reloads compare real
+    numbers."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.gamma.shape
+            layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
+                               rng.normal(0, 0.1, shape), rng.uniform(0.5, 1.5, shape)])

@@ -107,6 +107,19 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys, monkeypatch):
     assert out[1].endswith("-> same") and len(out) == 4 and "(true: " in out[2]
 
 
+@needs_cifar
+@pytest.mark.slow
+@pytest.mark.tf
+@pytest.mark.parametrize("pipeline", ["tf", "grain"])
+def test_the_main_job_prints_the_cards_top1_on_both_pipelines(pipeline, capsys, monkeypatch):
+    """The README's first command: the shipped se_resnet20.cifar10 on the full CIFAR-10 test split
+    (TFDS) gives the card's top-1 with the tf.data pipeline and with grain."""
+    monkeypatch.setenv("TFDS_DATA_DIR", str(TFDS_DIR))
+    assert main(["demo", "--pipeline", pipeline, "--images", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"(10000 images, tensorflow backend, {pipeline} pipeline)" in out[0] and out[1].endswith("-> same")
+
+
 def test_the_command_hides_backend_start_up_logs_unless_verbose(tmp_path):
     """A new user sees our one-line message, not TensorFlow's C++ start-up lines."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}

@@ -1,32 +1,14 @@
 """timm ResNet-family checkpoints -> our Keras models, by a table of layer names.
 
-timm (``pytorch-image-models``) publishes ImageNet weights for ``resnet*``,
-``resnext*``, ``seresnet*``, ``seresnext*`` and ``ecaresnet*`` as ``model.safetensors``
-state dicts. Our builders name every layer after timm's module path, so the
-conversion is a table from our deterministic layer names to timm's keys:
-
-==================================  ============================================
-ours (Keras layer / weight)         timm (state-dict key)
-==================================  ============================================
-``stem_conv``, ``stem_bn``          ``conv1``, ``bn1``
-``stem_conv{1,2,3}`` (deep stem)    ``conv1.0``, ``conv1.3``, ``conv1.6``
-``stem_bn{1,2,3}`` (deep stem)      ``conv1.1``, ``conv1.4``, ``bn1``
-``stage{i}_block{j}_conv{k}``       ``layer{i}.{j}.conv{k}``
-``stage{i}_block{j}_bn{k}``         ``layer{i}.{j}.bn{k}``
-``stage{i}_block{j}_downsample_*``  ``layer{i}.{j}.downsample.{0,1}`` (conv, BN), or
-                                    ``.{1,2}`` after the average pool of ResNet-D
-``stage{i}_block{j}_attention``     ``layer{i}.{j}.se`` (SE: ``fc1``, ``fc2``; ECA: ``conv``)
-``head_fc``                         ``fc``
-==================================  ============================================
-
-and per weight: convolution ``weight`` ``(O, I/groups, kH, kW)`` -> ``kernel``
-``(kH, kW, I/groups, O)`` (Keras's grouped ``Conv2D`` kernel has the same group
-order as PyTorch's: output channel ``o`` belongs to group ``o // (O / groups)``);
-BatchNorm ``weight, bias, running_mean, running_var`` -> ``gamma, beta,
-moving_mean, moving_variance`` (eps 1e-5 in both); linear ``weight`` ``(O, I)`` ->
-Dense ``kernel`` ``(I, O)``; SE's 1x1 convolutions with bias ``(O, I, 1, 1)`` ->
-Dense ``(I, O)``; ECA's ``Conv1d(1, 1, k)`` weight ``(1, 1, k)`` -> our ECA layer's
-kernel (see :data:`ATTENTION_CONVERTERS`). ``num_batches_tracked`` is ignored.
+timm (``pytorch-image-models``) publishes ImageNet weights for ``resnet*``, ``resnext*``,
+``seresnet*``, ``ecaresnet*`` (its ResNet class), ``skresnet*``/``skresnext*`` (the same
+class with Selective Kernel blocks), ``resnest*`` (Split attention) and the ByobNet ResNets
+``gcresnet33ts``, ``seresnext26ts``, ``eca_resnet33ts``, ``bat_resnext26ts``, ... as
+``model.safetensors`` state dicts. Our builders name every layer deterministically, so the
+conversion is a table from our layer names to timm's keys, one per timm model class (its
+"layout"): :mod:`keras_attention.convert.timm_layouts` holds the tables and the per-weight
+transforms; :data:`TIMM_ARCHITECTURES` says which of our architectures each timm one is
+and :data:`TIMM_LAYOUTS` which layout its checkpoints have.
 
 The conversion is strict: a Keras weight without a timm tensor, a timm tensor
 that nothing consumed, or a shape mismatch is a :class:`ConversionError` listing
@@ -39,18 +21,22 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import keras
 import numpy as np
 
 from keras_attention._errors import InvalidInputError, MissingFileError, did_you_mean
+from keras_attention.convert.timm_layouts import (  # noqa: F401 (re-exported: the converter's API)
+    ATTENTION_CONVERTERS, LAYER_CONVERTERS, LAYOUTS, ConversionError, TimmLayout, WeightSpec, conv1d_kernel,
+    conv2d_kernel, dense_kernel, get_layout, identity, pointwise_kernel, timm_prefix, uses_avg_down,
+    weight_mapping)
 from keras_attention.layers._common import reduced_channels
 from keras_attention.registry import create_model
 
 #: timm architecture -> our registered architecture. The timm names map one to one:
-#: ``se``/``eca`` prefixes become our ``se_``/``eca_`` attention prefixes.
+#: attention prefixes (``se``, ``eca``, ``gc``, ``bat``, ``sk``) become our ``se_``, ``eca_``, ...
+#: prefixes.
 TIMM_ARCHITECTURES: dict[str, str] = {
     "resnet18": "resnet18",
     "resnet34": "resnet34",
@@ -72,177 +58,57 @@ TIMM_ARCHITECTURES: dict[str, str] = {
     "seresnext101_32x4d": "se_resnext101_32x4d",
     "ecaresnet50d": "eca_resnet50d",
     "ecaresnet101d": "eca_resnet101d",
+    # timm.models.byobnet
+    "gcresnet33ts": "gc_resnet33ts",
+    "gcresnet50t": "gc_resnet50t",
+    "gcresnext26ts": "gc_resnext26ts",
+    "gcresnext50ts": "gc_resnext50ts",
+    "seresnet33ts": "se_resnet33ts",
+    "seresnext26ts": "se_resnext26ts",
+    "eca_resnet33ts": "eca_resnet33ts",
+    "eca_resnext26ts": "eca_resnext26ts",
+    "bat_resnext26ts": "bat_resnext26ts",
+    # timm.models.sknet
+    "skresnet18": "sk_resnet18",
+    "skresnet34": "sk_resnet34",
+    "skresnext50_32x4d": "sk_resnext50_32x4d",
+    # timm.models.resnest (timm's ResNet class: the "resnet" layout)
+    "resnest14d": "resnest14d",
+    "resnest26d": "resnest26d",
+    "resnest50d": "resnest50d",
+}
+
+#: timm's module layout (:data:`~keras_attention.convert.timm_layouts.LAYOUTS`) of the checkpoints
+#: of our architectures; the others are ``"resnet"``.
+TIMM_LAYOUTS: dict[str, str] = {
+    **dict.fromkeys(["gc_resnet33ts", "gc_resnet50t", "gc_resnext26ts", "gc_resnext50ts", "se_resnet33ts",
+                     "se_resnext26ts", "eca_resnet33ts", "eca_resnext26ts", "bat_resnext26ts"], "byobnet"),
+    **dict.fromkeys(["sk_resnet18", "sk_resnet34", "sk_resnext50_32x4d"], "sknet"),
 }
 
 #: State-dict entries that carry no weights (BatchNorm's step counter).
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
-#: timm keys of the classifier (dropped with ``include_top=False`` or a new ``num_classes``).
-CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
+#: timm keys of the classifier (dropped with ``include_top=False`` or a new ``num_classes``) in its
+#: ResNet layout; :func:`classifier_keys` gives them for any architecture.
+CLASSIFIER_KEYS = LAYOUTS["resnet"].classifier
 
 #: Parity with timm: max |ours - timm| / max |timm| of the logits, on random weights and random
-#: BatchNorm statistics, is below this (tests/convert/test_timm.py asserts it for ten
+#: BatchNorm statistics, is below this (tests/convert/test_timm.py asserts it for the parity
 #: architectures, ``keras-attention convert --verify`` checks it, the README states it).
 #: Measured: 3.8e-7 to 7.4e-7 (resnet50d), TensorFlow 2.21 CPU backend vs timm 1.0 / PyTorch
 #: CPU, 80 px inputs; the bound leaves room for other CPUs' float32 round-off.
 PARITY_RTOL = 5e-6
 
 
-class ConversionError(InvalidInputError):
-    """A checkpoint does not fit the model: lists every unmapped, unused or mis-shaped tensor."""
+def timm_layout(arch: str) -> str:
+    """timm's module layout of the checkpoints of our architecture ``arch`` (default ``"resnet"``)."""
+    return TIMM_LAYOUTS.get(arch, "resnet")
 
 
-# ------------------------------------------------------------------------------------------
-# Per-weight transforms (PyTorch layout -> Keras layout).
-
-def conv2d_kernel(w: np.ndarray) -> np.ndarray:
-    """``(O, I/groups, kH, kW)`` -> ``(kH, kW, I/groups, O)``."""
-    return np.transpose(w, (2, 3, 1, 0))
-
-
-def dense_kernel(w: np.ndarray) -> np.ndarray:
-    """Linear ``(O, I)`` or 1x1 convolution ``(O, I, 1, 1)`` -> Dense ``(I, O)``."""
-    if w.ndim == 4:
-        if w.shape[2:] != (1, 1):
-            raise ValueError(f"expected a 1x1 convolution, got weight shape {w.shape}")
-        w = w[:, :, 0, 0]
-    return np.transpose(w)
-
-
-def identity(w: np.ndarray) -> np.ndarray:
-    return w
-
-
-def conv1d_kernel(w: np.ndarray) -> np.ndarray:
-    """``Conv1d(C_in, C_out, k)`` weight ``(C_out, C_in, k)`` -> Keras ``Conv1D`` ``(k, C_in, C_out)``."""
-    return np.transpose(w, (2, 1, 0))
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """One Keras variable and the timm tensor (and transform) it is loaded from."""
-
-    variable: keras.Variable
-    key: str
-    transform: Callable[[np.ndarray], np.ndarray]
-
-    @property
-    def path(self) -> str:
-        return self.variable.path
-
-
-# ------------------------------------------------------------------------------------------
-# The name table.
-
-_BN_WEIGHTS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-               "moving_variance": "running_var"}
-
-
-def _plain_layer_specs(layer: keras.layers.Layer, prefix: str) -> list[WeightSpec]:
-    """Conv2D / BatchNormalization / Dense: every variable by its Keras name."""
-    specs = []
-    for v in layer.weights:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            specs.append(WeightSpec(v, f"{prefix}.{_BN_WEIGHTS[v.name]}", identity))
-        elif isinstance(layer, keras.layers.Conv2D):
-            specs.append(WeightSpec(v, f"{prefix}.weight" if v.name == "kernel" else f"{prefix}.bias",
-                                    conv2d_kernel if v.name == "kernel" else identity))
-        elif isinstance(layer, keras.layers.Dense):
-            specs.append(WeightSpec(v, f"{prefix}.weight" if v.name == "kernel" else f"{prefix}.bias",
-                                    dense_kernel if v.name == "kernel" else identity))
-        else:
-            raise ConversionError(f"No conversion rule for weight {v.path!r} of layer "
-                                  f"{layer.name!r} ({type(layer).__name__}).")
-    return specs
-
-
-def _squeeze_excite_specs(layer, prefix: str) -> list[WeightSpec]:
-    # timm SEModule: fc1/fc2 are 1x1 Conv2d with bias (no BN: timm's `se.bn` is Identity).
-    specs = []
-    for sub in ("fc1", "fc2"):
-        dense = getattr(layer, sub)
-        specs.append(WeightSpec(dense.kernel, f"{prefix}.{sub}.weight", dense_kernel))
-        specs.append(WeightSpec(dense.bias, f"{prefix}.{sub}.bias", identity))
-    return specs
-
-
-def _eca_specs(layer, prefix: str) -> list[WeightSpec]:
-    # timm EcaModule: `conv` = Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False) sliding over the
-    # pooled channel descriptor, weight (1, 1, k); ours: Conv1D(1, k, padding="same", no bias)
-    # over (N, C, 1), kernel (k, 1, 1). Both are cross-correlations with the same centring, and
-    # both pick k adaptively from C (timm adds max(k, 3), equal for C >= 8).
-    return [WeightSpec(layer.conv.kernel, f"{prefix}.conv.weight", conv1d_kernel)]
-
-
-#: Attention layer class name -> function(layer, timm prefix) -> weight specs.
-ATTENTION_CONVERTERS: dict[str, Callable] = {
-    "SqueezeExcite": _squeeze_excite_specs,
-    "ECA": _eca_specs,
-}
-
-_STEM_DEEP = {"stem_conv1": "conv1.0", "stem_bn1": "conv1.1", "stem_conv2": "conv1.3",
-              "stem_bn2": "conv1.4", "stem_conv3": "conv1.6", "stem_bn3": "bn1"}
-_STEM_PLAIN = {"stem_conv": "conv1", "stem_bn": "bn1", "head_fc": "fc"}
-_BLOCK = re.compile(r"^stage(\d+)_block(\d+)_(conv\d|bn\d|downsample_conv|downsample_bn|attention)$")
-
-
-def timm_prefix(layer_name: str, avg_down: bool) -> str | None:
-    """The timm module path of our layer ``layer_name`` (``None``: not a weight layer we know).
-
-    ``avg_down``: the model uses ResNet-D shortcuts, whose ``downsample`` Sequential
-    starts with the (parameter-free) average pool, so the conv and BN are ``.1``/``.2``.
-    """
-    if layer_name in _STEM_PLAIN:
-        return _STEM_PLAIN[layer_name]
-    if layer_name in _STEM_DEEP:
-        return _STEM_DEEP[layer_name]
-    m = _BLOCK.match(layer_name)
-    if not m:
-        return None
-    stage, block, part = m.groups()
-    base = f"layer{stage}.{block}"
-    if part == "attention":
-        return f"{base}.se"
-    if part.startswith("downsample"):
-        index = (1 if avg_down else 0) + (part == "downsample_bn")
-        return f"{base}.downsample.{index}"
-    return f"{base}.{part}"
-
-
-def uses_avg_down(model: keras.Model) -> bool:
-    """Whether ``model`` was built with ResNet-D (average-pool) shortcuts."""
-    return any(layer.name.endswith("_downsample_pool") for layer in model.layers)
-
-
-def weight_mapping(model: keras.Model) -> list[WeightSpec]:
-    """Every weight of ``model`` with the timm key and transform it is loaded from.
-
-    Raises:
-        ConversionError: a layer with weights whose name or type is not in the table
-            (all such layers are listed).
-    """
-    avg_down = uses_avg_down(model)
-    specs, unknown = [], []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        prefix = timm_prefix(layer.name, avg_down)
-        if prefix is None:
-            unknown.append(f"{layer.name} ({type(layer).__name__})")
-            continue
-        if prefix.endswith(".se"):
-            converter = ATTENTION_CONVERTERS.get(type(layer).__name__)
-            if converter is None:
-                unknown.append(f"{layer.name} ({type(layer).__name__}: no timm equivalent; "
-                               f"known attention layers: {sorted(ATTENTION_CONVERTERS)})")
-                continue
-            specs.extend(converter(layer, prefix))
-        else:
-            specs.extend(_plain_layer_specs(layer, prefix))
-    if unknown:
-        raise ConversionError(f"Model {model.name!r} has layers with weights that have no timm "
-                              f"equivalent: {', '.join(unknown)}.")
-    return specs
+def classifier_keys(arch: str) -> tuple[str, ...]:
+    """timm's classifier keys (weight, bias) in the checkpoints of our architecture ``arch``."""
+    return LAYOUTS[timm_layout(arch)].classifier
 
 
 # ------------------------------------------------------------------------------------------
@@ -284,13 +150,15 @@ def _shorten(items: list[str], limit: int = 40) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def load_timm_weights(model: keras.Model, checkpoint, *, allow_unused: Iterable[str] = (),
-                      allow_missing: Iterable[str] = ()) -> keras.Model:
+def load_timm_weights(model: keras.Model, checkpoint, *, layout: str | TimmLayout = "resnet",
+                      allow_unused: Iterable[str] = (), allow_missing: Iterable[str] = ()) -> keras.Model:
     """Loads a timm state dict into ``model`` (in place), strictly, and returns ``model``.
 
     Args:
         model: one of our ResNet-family models (layer names as :func:`timm_prefix` expects).
         checkpoint: path to timm's ``model.safetensors``, or a ``{key: np.ndarray}`` mapping.
+        layout: timm's module layout of the checkpoint: ``"resnet"`` (default), ``"sknet"``
+            or ``"byobnet"`` (:func:`timm_layout` of the architecture).
         allow_unused: ``fnmatch`` patterns of timm keys that may be left unused (e.g.
             ``("fc.*",)`` when ``model`` has no classifier or a new one).
         allow_missing: ``fnmatch`` patterns of Keras weight paths that are left as they
@@ -304,7 +172,7 @@ def load_timm_weights(model: keras.Model, checkpoint, *, allow_unused: Iterable[
     state = _as_state_dict(checkpoint)
     allow_unused = tuple(allow_unused)
     allow_missing = tuple(allow_missing)
-    specs = [s for s in weight_mapping(model)
+    specs = [s for s in weight_mapping(model, layout)
              if not any(fnmatch.fnmatchcase(s.path, p) for p in allow_missing)]
     missing, mismatched, values = [], [], []
     for spec in specs:
@@ -401,14 +269,14 @@ def infer_se_kwargs(state: Mapping[str, np.ndarray]) -> dict:
 def infer_model_kwargs(timm_name: str, checkpoint) -> dict:
     """Builder arguments of our architecture that fit a timm checkpoint.
 
-    Returns ``{"num_classes": ...}`` (from ``fc.weight``), plus ``attention_kwargs``
+    Returns ``{"num_classes": ...}`` (from the classifier's weight), plus ``attention_kwargs``
     for SE models whose widths need them (see :func:`infer_se_kwargs`).
     """
     state = _as_state_dict(checkpoint)
-    our_architecture(timm_name)  # validates the name
+    weight = classifier_keys(our_architecture(timm_name))[0]  # also validates the name
     kwargs = {}
-    if "fc.weight" in state:
-        kwargs["num_classes"] = int(state["fc.weight"].shape[0])
+    if weight in state:
+        kwargs["num_classes"] = int(state[weight].shape[0])
     se = infer_se_kwargs(state)
     if se:
         kwargs["attention_kwargs"] = se
@@ -445,13 +313,14 @@ def create_model_from_timm(timm_name: str, checkpoint, *, num_classes: int | Non
     allow_unused, allow_missing = (), ()
     new_head = num_classes is not None and num_classes != inferred.get("num_classes")
     if not include_top or new_head:
-        allow_unused = CLASSIFIER_KEYS
+        allow_unused = classifier_keys(arch)
     if include_top and new_head:
         allow_missing = ("head_fc/*",)  # fresh classifier, left as initialised
     if num_classes is not None:
         options["num_classes"] = num_classes
     model = create_model(arch, include_top=include_top, input_shape=input_shape, **options)
-    return load_timm_weights(model, state, allow_unused=allow_unused, allow_missing=allow_missing)
+    return load_timm_weights(model, state, layout=timm_layout(arch), allow_unused=allow_unused,
+                             allow_missing=allow_missing)
 
 
 def load_timm_files(model: keras.Model, files: Mapping[str, str | os.PathLike], cfg: Mapping) -> None:
@@ -473,7 +342,8 @@ def load_timm_files(model: keras.Model, files: Mapping[str, str | os.PathLike], 
     if timm_name is not None and "architecture" in cfg and our_architecture(timm_name) != cfg["architecture"]:
         raise ConversionError(f"Entry {cfg.get('name')!r}: timm model {timm_name!r} converts to "
                               f"{our_architecture(timm_name)!r}, not {cfg['architecture']!r}.")
-    load_timm_weights(model, files["model.safetensors"])
+    arch = cfg.get("architecture") or (our_architecture(timm_name) if timm_name else None)
+    load_timm_weights(model, files["model.safetensors"], layout=timm_layout(arch))
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from keras_attention._errors import InvalidInputError, KerasAttentionError, MissingFileError
 from keras_attention._files import atomic_write_text, sha256_file
-from keras_attention.convert.timm import (PARITY_RTOL, TIMM_ARCHITECTURES, create_model_from_timm,
-                                          infer_model_kwargs, load_state_dict, our_architecture,
-                                          pretrained_cfg_from_timm, split_timm_name)
+from keras_attention.convert.timm import (PARITY_RTOL, TIMM_ARCHITECTURES, classifier_keys,
+                                          create_model_from_timm, infer_model_kwargs, load_state_dict,
+                                          our_architecture, pretrained_cfg_from_timm, split_timm_name)
 from keras_attention.weights import (PRETRAINED_FILENAME, WeightsError, WeightsNotFoundError, entry_cfg,
                                      pretrained_entry, related_papers_for, save_hub_folder)
 from keras_attention.weights._download import download, snapshot_commit
@@ -135,7 +135,8 @@ def verify_against_timm(timm_name: str, state: dict, model, input_size: int = 96
     """
     timm, torch = _timm()
     arch = split_timm_name(timm_name)[0]
-    num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else 0
+    weight = classifier_keys(our_architecture(timm_name))[0]
+    num_classes = int(state[weight].shape[0]) if weight in state else 0
     reference = timm.create_model(arch, pretrained=False, num_classes=num_classes).eval()
     reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     x = np.random.default_rng(seed).standard_normal((2, 3, input_size, input_size)).astype("float32")
@@ -331,7 +332,7 @@ def write_timm_registry(out, *, only: str | None = None, pin: bool = False, log=
             continue
         reference = timm.create_model(timm_arch, pretrained=False)
         shapes = {k: np.zeros(v.shape, dtype="float32") for k, v in reference.state_dict().items()
-                  if k.endswith("se.fc1.weight") or k == "fc.weight"}
+                  if k.endswith("se.fc1.weight") or k == classifier_keys(arch)[0]}
         kwargs = infer_model_kwargs(timm_arch, shapes)
         default_tag = timm.models.get_pretrained_cfg(timm_arch).tag
         for timm_name in names:

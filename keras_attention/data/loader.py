@@ -55,6 +55,15 @@ def _grain():
     return grain
 
 
+def check_epochs(batch_size: int, epochs: int, initial_epoch: int) -> None:
+    """The checks both pipelines make on a training range (errors say what was received)."""
+    if batch_size <= 0:
+        raise InvalidInputError(f"batch_size must be positive; received {batch_size}.")
+    if not 0 <= initial_epoch <= epochs:
+        raise InvalidInputError(f"initial_epoch must be in [0, epochs={epochs}]; received "
+                                f"{initial_epoch}.")
+
+
 def augment_batch(images, rng: np.random.Generator, pre: Preprocessing) -> np.ndarray:
     """Training views of one batch by ``pre.recipe``, normalised: float32 ``(B, H, W, 3)``.
 
@@ -127,11 +136,7 @@ def train_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *, e
         InvalidInputError: a batch size above the split's size or not positive, an epoch
             range out of order; while iterating, an image that cannot be decoded (named).
     """
-    if batch_size <= 0:
-        raise InvalidInputError(f"batch_size must be positive; received {batch_size}.")
-    if not 0 <= initial_epoch <= epochs:
-        raise InvalidInputError(f"initial_epoch must be in [0, epochs={epochs}]; received "
-                                f"{initial_epoch}.")
+    check_epochs(batch_size, epochs, initial_epoch)
     n = source.num_examples
     steps = n // batch_size
     if steps == 0:

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from keras_attention._errors import InvalidInputError
 from keras_attention.data import tf_augment as augment
+from keras_attention.data.loader import check_epochs
 from keras_attention.data.preprocessing import Preprocessing
 from keras_attention.data.source import ImageSource
 
@@ -106,11 +107,7 @@ def train_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *, e
     Returns:
         ``(dataset, steps_per_epoch)``.
     """
-    if batch_size <= 0:
-        raise InvalidInputError(f"batch_size must be positive; received {batch_size}.")
-    if not 0 <= initial_epoch <= epochs:
-        raise InvalidInputError(f"initial_epoch must be in [0, epochs={epochs}]; received "
-                         f"{initial_epoch}.")
+    check_epochs(batch_size, epochs, initial_epoch)
     n = source.num_examples
     steps = n // batch_size if drop_remainder else -(-n // batch_size)
     if steps == 0:

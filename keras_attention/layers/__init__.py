@@ -16,3 +16,7 @@ from keras_attention.layers.danet import DANetChannelAttention, DANetPositionAtt
 from keras_attention.layers.spatial_transformer import SpatialTransformer
 from keras_attention.layers.residual_attention import CaffeMaxPool2D, PreActBottleneck, ResidualAttentionModule
 from keras_attention.layers.attention_dropout import ADCM, AttentionDropout
+from keras_attention.layers.selective_kernel import SelectiveKernel
+from keras_attention.layers.split_attention import SplitAttention
+from keras_attention.layers.bilinear_attention import BilinearAttentionTransform
+from keras_attention.layers.saccader import SaccaderCell

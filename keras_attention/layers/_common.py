@@ -44,6 +44,38 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
     return new_value
 
 
+def he_fan_out() -> keras.initializers.Initializer:
+    """He (Kaiming) normal initialisation, fan-out mode, as torchvision/timm initialise convolutions.
+
+    A new instance per layer: a Keras initializer instance carries a fixed seed, so one
+    shared instance would give every kernel of the same shape identical values. Its seed
+    comes from Python's ``random``, which ``keras.utils.set_random_seed`` seeds.
+    """
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def batch_norm_sublayer(layer: keras.layers.Layer, name: str) -> keras.layers.BatchNormalization:
+    """A BatchNorm sub-layer with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras 0.9)."""
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, **sublayer_kwargs(layer, name))
+
+
+def check_activation(activation) -> str:
+    """Validates a Keras activation given by name; returns the name.
+
+    Raises:
+        TypeError: not a string. ValueError: not a Keras activation name.
+    """
+    if not isinstance(activation, str):
+        raise TypeError(f"`activation` must be the name of a Keras activation (e.g. 'relu', 'silu'), "
+                        f"received {activation!r} of type {type(activation).__name__}.")
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        raise ValueError(f"`activation` must be the name of a Keras activation (e.g. 'relu', 'silu'), "
+                         f"received {activation!r}.") from None
+    return activation
+
+
 def reduced_channels(channels: int, reduction_ratio: float, reduction_channels: int | None,
                      reduction_divisor: int) -> int:
     """Width of a bottleneck: ``reduction_channels`` if given, else ``channels / r``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (check_choice, check_image_shape, check_reduction,
+from keras_attention.layers._common import (check_choice, check_image_shape, check_positive, check_reduction,
                                             reduced_channels, spatial_mean, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 
@@ -21,8 +21,8 @@ class GlobalContext(keras.layers.Layer):
     ``W_k`` a 1x1 convolution ``C -> 1`` with bias, and ``z = sum_{hw} a_hw x_hw`` (shape
     ``(N, C)``); or ``"avg"``: ``z = mean_{hw} x``.
     transform: ``t = W_v2 relu(LN(W_v1 z + b_v1)) + b_v2`` with 1x1 convolutions with
-    biases ``C -> C/r -> C`` and LayerNorm over the ``C/r`` channels (ε = 1e-5, with
-    scale and offset; the official ``nn.LayerNorm([planes, 1, 1])``).
+    biases ``C -> C/r -> C`` and LayerNorm over the ``C/r`` channels (ε = ``epsilon``,
+    1e-5 by default, with scale and offset; the official ``nn.LayerNorm([planes, 1, 1])``).
     fusion: ``"add"`` (default, the paper's choice) ``y = x + t``; ``"mul"``
     ``y = x * sigmoid(t)`` (both broadcast over H and W). Paper Eq. 3 / Fig. 4(d).
 
@@ -39,7 +39,10 @@ class GlobalContext(keras.layers.Layer):
 
     Differences from timm's ``GlobalContext``: timm defaults to ``"mul"`` fusion with
     r = 8, uses LayerNorm ε = 1e-6, zeroes only the add-branch weights (not its bias) and
-    never the mul branch; we follow the official code.
+    never the mul branch; we follow the official code. timm's ByobNet models (``gcresnet33ts``,
+    ``gcresnext26ts``, ... : ``attn_layer='gca'``) are this layer with ``fusion="add"``,
+    ``reduction_ratio=8`` and ``epsilon=1e-6`` (their pretrained weights need the ε to match
+    timm's logits; the initialisation difference does not matter for them).
 
     Args:
         reduction_ratio: r > 0, the transform's bottleneck width is ``C // r`` (16 in the
@@ -49,6 +52,8 @@ class GlobalContext(keras.layers.Layer):
             the official ``int(C * ratio)``).
         context_modeling: ``"attention"`` (the official ``pool='att'``) or ``"avg"``.
         fusion: ``"add"`` (the official ``channel_add``) or ``"mul"`` (``channel_mul``).
+        epsilon: ε > 0 of the transform's LayerNorm (1e-5 as the official ``nn.LayerNorm``;
+            timm's ``LayerNorm2d`` uses 1e-6).
         **kwargs: standard layer arguments (``name``, ``dtype``, ...).
 
     Input: ``(N, H, W, C)`` float tensor, any H and W. Output: same shape and dtype (the
@@ -59,8 +64,8 @@ class GlobalContext(keras.layers.Layer):
     ``"transform"`` ``(N, C)``, the fused term ``t`` (added, or gated by ``sigmoid(t)``).
 
     Raises:
-        ValueError: unknown ``context_modeling`` or ``fusion``; reduction arguments not
-            positive; input not 4D or with unknown channels.
+        ValueError: unknown ``context_modeling`` or ``fusion``; reduction arguments or
+            ``epsilon`` not positive; input not 4D or with unknown channels.
 
     Reference:
         Cao, Xu, Lin, Wei, Hu. "GCNet: Non-local Networks Meet Squeeze-Excitation Networks
@@ -73,12 +78,13 @@ class GlobalContext(keras.layers.Layer):
 
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, context_modeling: str = "attention",
-                 fusion: str = "add", **kwargs):
+                 fusion: str = "add", epsilon: float = 1e-5, **kwargs):
         super().__init__(**kwargs)
         self.reduction_ratio, self.reduction_channels, self.reduction_divisor = \
             check_reduction(reduction_ratio, reduction_channels, reduction_divisor)
         self.context_modeling = check_choice("context_modeling", context_modeling, CONTEXT_MODELING)
         self.fusion = check_choice("fusion", fusion, FUSIONS)
+        self.epsilon = check_positive("epsilon", epsilon)
 
     def build(self, input_shape):
         channels = check_image_shape(type(self).__name__, input_shape)
@@ -93,7 +99,7 @@ class GlobalContext(keras.layers.Layer):
                 **sublayer_kwargs(self, "conv_mask"))
             self.conv_mask.build((None, channels))
         self.fc1 = keras.layers.Dense(hidden, **sublayer_kwargs(self, "fc1"))
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-5, **sublayer_kwargs(self, "ln"))
+        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, **sublayer_kwargs(self, "ln"))
         self.fc2 = keras.layers.Dense(channels, kernel_initializer="zeros", bias_initializer="zeros",
                                       **sublayer_kwargs(self, "fc2"))
         self.fc1.build((None, channels))
@@ -141,4 +147,5 @@ class GlobalContext(keras.layers.Layer):
         return {**super().get_config(), "reduction_ratio": self.reduction_ratio,
                 "reduction_channels": self.reduction_channels,
                 "reduction_divisor": self.reduction_divisor,
-                "context_modeling": self.context_modeling, "fusion": self.fusion}
+                "context_modeling": self.context_modeling, "fusion": self.fusion,
+                "epsilon": self.epsilon}

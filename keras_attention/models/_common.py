@@ -5,24 +5,16 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import serializable
+from keras_attention.layers._common import check_positive, he_fan_out, serializable  # noqa: F401 (he_fan_out: re-exported)
 
-def he_fan_out() -> keras.initializers.Initializer:
-    """He (Kaiming) normal initialisation, fan-out mode, as in torchvision/timm ResNets.
-
-    A new instance per layer: a Keras initializer instance carries a fixed seed, so one
-    shared instance would give every kernel of the same shape identical values. Its seed
-    comes from Python's ``random``, which ``keras.utils.set_random_seed`` seeds.
-    """
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-
-
-def batch_norm(name: str, zero_init: bool = False) -> keras.layers.BatchNormalization:
+def batch_norm(name: str, zero_init: bool = False, momentum: float = 0.9) -> keras.layers.BatchNormalization:
     """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 
     ``zero_init`` starts gamma at 0, so a residual branch ending in it starts as zero.
+    ``momentum`` is Keras's (the moving statistics keep ``momentum`` of their value per
+    step): PyTorch's ``momentum=m`` is Keras's ``1 - m``; TensorFlow's is the same as Keras's.
     """
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name,
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=momentum, name=name,
                                            gamma_initializer="zeros" if zero_init else "ones")
 
 
@@ -126,3 +118,43 @@ class ChannelPadShortcut(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "stride": self.stride}
+
+
+@serializable
+class PaddedMaxPooling2D(keras.layers.Layer):
+    """Max pooling padded with -inf on every side, as PyTorch's ``nn.MaxPool2d(padding=p)``.
+
+    Zero padding is only right after a ReLU (every value is >= 0); after SiLU or any
+    activation with negative values a zero could win a window that holds only negative
+    values. Keras's ``padding="same"`` pads even sizes on the bottom/right only.
+
+    Input ``(N, H, W, C)``; output ``(N, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, C)``, same
+    dtype.
+
+    Raises:
+        ValueError: ``pool_size``/``strides`` not positive integers, ``padding`` negative or not
+            smaller than ``pool_size`` (a window of padding only).
+    """
+
+    def __init__(self, pool_size: int = 3, strides: int = 2, padding: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = check_positive("pool_size", pool_size, integer=True)
+        self.strides = check_positive("strides", strides, integer=True)
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding < self.pool_size:
+            raise ValueError(f"`padding` must be an integer in [0, pool_size), received {padding!r}.")
+        self.padding = padding
+        self._pool = keras.layers.MaxPooling2D(self.pool_size, strides=self.strides, dtype=self.dtype_policy)
+
+    def call(self, x):
+        p = self.padding
+        x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=float("-inf"))
+        return self._pool(x)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        size = lambda d: None if d is None else (d + 2 * self.padding - self.pool_size) // self.strides + 1  # noqa: E731
+        return (n, size(h), size(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding}

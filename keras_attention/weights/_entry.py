@@ -33,12 +33,18 @@ PAPERS: dict[str, dict] = {
                           "classification", "arxiv": "1902.00267"},
     "nl": {"title": "Non-local Neural Networks", "arxiv": "1711.07971"},
     "attention": {"title": "Residual Attention Network for Image Classification", "arxiv": "1704.06904"},
+    "sk": {"title": "Selective Kernel Networks", "arxiv": "1903.06586"},
+    "resnest": {"title": "ResNeSt: Split-Attention Networks", "arxiv": "2004.08955"},
+    "bat": {"title": "Non-Local Neural Networks With Grouped Bilinear Attentional Transforms",
+            "url": "https://openaccess.thecvf.com/content_CVPR_2020/html/Chi_Non-Local_Neural_Networks_With_"
+                   "Grouped_Bilinear_Attentional_Transforms_CVPR_2020_paper.html"},
 }
 
-#: ResNet-D/-T (deep stem, average-pool shortcut): cited next to the family's paper.
+#: ResNet-D/-T (deep or tiered stem, average-pool shortcut; timm's "ts" models: tiered stem, SiLU):
+#: cited next to the family's paper.
 RESNET_D_PAPER = {"title": "Bag of Tricks for Image Classification with Convolutional Neural Networks",
                   "arxiv": "1812.01187"}
-_RESNET_D = re.compile(r"resne(t|xt)\d+[dt](_|$)")
+_RESNET_D = re.compile(r"resne(t|xt)\d+([dt]|ts)(_|$)")
 
 
 def paper_for(arch: str) -> dict:
@@ -57,7 +63,7 @@ def paper_for(arch: str) -> dict:
 
 
 def related_papers_for(arch: str) -> list[dict]:
-    """Papers of design details beyond the family's (the ResNet-D tricks paper for ``*d``/``*t``)."""
+    """Papers of design details beyond the family's (the ResNet-D tricks paper for ``*d``/``*t``/``*ts``)."""
     return [dict(RESNET_D_PAPER)] if _RESNET_D.search(arch) else []
 
 

@@ -61,6 +61,11 @@ def pretrained_config(cfg, label_names, model_kwargs, weights_path: Path, metric
     tag = cfg.tag or re.sub(r"[^A-Za-z0-9_]+", "_", Path(cfg.dataset).name.split(":")[0]).strip("_")
     top = metrics or {}
     weights_path = Path(weights_path)
+    # A folder dataset is named by its folder; the command keeps a relative path (such as
+    # ../shared/data/imagewoof-160, runnable from the repository) but not an absolute one from
+    # the machine that trained (the accelerator's /tmp/...): there the folder's name stands in.
+    name = Path(cfg.dataset).name if os.path.isdir(cfg.dataset) else cfg.dataset
+    dataset_arg = Path(cfg.dataset).name if os.path.isabs(cfg.dataset) else cfg.dataset
     return pretrained_entry(
         architecture=arch, tag=tag, default=True, fmt="keras",
         files={KERAS_WEIGHTS_FILENAME: {"sha256": sha256_file(weights_path),
@@ -68,10 +73,10 @@ def pretrained_config(cfg, label_names, model_kwargs, weights_path: Path, metric
         repo_id=f"keras-attention/{arch}.{tag}", revision=None, model_kwargs=model_kwargs,
         input_size=cfg.input_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
         mean=cfg.mean, std=cfg.std, label_names=label_names, license="apache-2.0",
-        dataset=cfg.dataset if not os.path.isdir(cfg.dataset) else Path(cfg.dataset).name,
+        dataset=name,
         metrics={"top1": top.get("top1"), "top5": top.get("top5"), "per_class_top1": top.get("per_class_top1"),
-                 "split": cfg.val_split, "dataset": cfg.dataset,
-                 "command": f"keras-attention evaluate {arch}.{tag} --dataset {cfg.dataset} "
+                 "split": cfg.val_split, "dataset": name,
+                 "command": f"keras-attention evaluate {arch}.{tag} --dataset {dataset_arg} "
                             f"--split {cfg.val_split}" if cfg.val_split else None},
         source={"recipe": recipe_ref(cfg.recipe), "command": command, "hardware": hardware,
                 "epochs": cfg.epochs},

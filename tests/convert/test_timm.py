@@ -37,17 +37,19 @@ def _inverse(spec: ct.WeightSpec, value: np.ndarray) -> np.ndarray:
         return np.transpose(value, (3, 2, 0, 1))
     if spec.transform is ct.conv1d_kernel:
         return np.transpose(value, (2, 1, 0))
+    if spec.transform is ct.pointwise_kernel:
+        return np.transpose(value)[:, :, None, None]
     if spec.transform is ct.dense_kernel:
-        out = np.transpose(value)
-        return out[:, :, None, None] if ".se." in spec.key else out
+        return np.transpose(value)
+    assert spec.transform is ct.identity, spec.transform
     return value
 
 
-def fake_state_dict(model, seed=0) -> dict[str, np.ndarray]:
+def fake_state_dict(model, seed=0, layout="resnet") -> dict[str, np.ndarray]:
     """A timm-layout state dict with random values whose conversion gives ``model`` those values."""
     rng = np.random.default_rng(seed)
     state = {}
-    for spec in ct.weight_mapping(model):
+    for spec in ct.weight_mapping(model, layout):
         value = rng.uniform(0.5, 1.5, size=tuple(spec.variable.shape)).astype("float32")
         state[spec.key] = _inverse(spec, value)
         if spec.key.endswith(".running_var"):
@@ -81,6 +83,57 @@ def _weights(model):
 ])
 def test_name_table(layer, avg_down, expected):
     assert ct.timm_prefix(layer, avg_down) == expected
+
+
+@pytest.mark.parametrize("layer, layout, by_class, expected", [
+    ("stem_conv1", "byobnet", False, "stem.conv1.conv"),
+    ("stem_bn3", "byobnet", False, "stem.conv3.bn"),
+    ("stage1_block0_conv1", "byobnet", False, "stages.0.0.conv1_1x1.conv"),
+    ("stage4_block1_bn2", "byobnet", False, "stages.3.1.conv2_kxk.bn"),
+    ("stage2_block0_downsample_conv", "byobnet", False, "stages.1.0.shortcut.conv"),
+    ("stage3_block2_attention", "byobnet", True, "stages.2.2.attn"),
+    ("final_bn", "byobnet", False, "final_conv.bn"),
+    ("head_fc", "byobnet", False, "head.fc"),
+    ("stage1_block0_conv2", "sknet", False, "layer1.0.conv2.conv"),
+    ("stage1_block0_bn3", "sknet", False, "layer1.0.conv3.bn"),
+    ("stage1_block0_conv1", "sknet", True, "layer1.0.conv1"),  # a SelectiveKernel layer
+    ("stage2_block0_downsample_bn", "sknet", False, "layer2.0.downsample.1"),
+    ("stage1_block0_conv2", "resnet", True, "layer1.0.conv2"),  # a SplitAttention layer
+    ("final_conv", "resnet", False, None),
+])
+def test_name_table_layouts(layer, layout, by_class, expected):
+    assert ct.timm_prefix(layer, False, layout, by_class=by_class) == expected
+
+
+#: (our architecture, a few timm keys its mapping must produce), one per layout and new layer.
+LAYOUT_CASES = {
+    "gc_resnet33ts": ["stem.conv3.bn.running_var", "stages.1.0.attn.conv_attn.weight",
+                      "stages.3.1.attn.mlp_add.norm.weight", "final_conv.conv.weight", "head.fc.bias"],
+    "bat_resnext26ts": ["stages.0.0.attn.ba.conv_p.bias", "stages.3.1.attn.conv2.bn.weight"],
+    "sk_resnet18": ["layer1.0.conv1.paths.1.bn.running_mean", "layer1.0.conv1.attn.fc_select.weight",
+                    "layer1.0.conv2.conv.weight", "layer2.0.downsample.0.weight", "fc.weight"],
+    "resnest14d": ["conv1.6.weight", "layer2.0.conv2.fc2.bias", "layer2.0.conv2.bn1.running_var",
+                   "layer1.0.downsample.1.weight"],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(LAYOUT_CASES))
+def test_round_trip_new_layouts(arch):
+    """Every weight maps to one timm key (timm's layout for ``arch``) and loads back unchanged."""
+    layout = ct.timm_layout(arch)
+    model = ka.create_model(arch, input_shape=(None, None, 3), num_classes=7)
+    state = fake_state_dict(model, layout=layout)
+    specs = ct.weight_mapping(model, layout)
+    assert sorted(s.path for s in specs) == sorted(w.path for w in model.weights)
+    assert len({s.key for s in specs}) == len(specs) and set(LAYOUT_CASES[arch]) <= set(state)
+    before = _weights(model)
+    ct.load_timm_weights(model, state, layout=layout)
+    after = _weights(model)
+    assert all(not np.array_equal(before[p], after[p]) for p in before)
+    for spec in specs:
+        np.testing.assert_array_equal(after[spec.path], spec.transform(state[spec.key]), err_msg=spec.path)
+    with pytest.raises(ct.ConversionError):  # another layout does not fit
+        ct.load_timm_weights(model, state, layout="byobnet" if layout == "resnet" else "resnet")
 
 
 def test_mapping_covers_every_weight_once():
@@ -208,10 +261,21 @@ def test_architecture_names():
     assert ct.our_architecture("seresnet50.a1_in1k") == "se_resnet50"
     assert ct.our_architecture("timm/ecaresnet50d.miil_in1k") == "eca_resnet50d"
     assert ct.our_architecture("seresnext26t_32x4d") == "se_resnext26t_32x4d"
+    assert ct.our_architecture("gcresnext26ts.ch_in1k") == "gc_resnext26ts"
+    assert ct.our_architecture("skresnext50_32x4d") == "sk_resnext50_32x4d"
     registered = set(ka.list_models())
     assert set(ct.TIMM_ARCHITECTURES.values()) <= registered
+    assert set(ct.TIMM_LAYOUTS) <= set(ct.TIMM_ARCHITECTURES.values())
+    assert {ct.timm_layout(a) for a in ("gc_resnet50t", "sk_resnet34", "resnest50d", "se_resnet50")} == \
+        {"byobnet", "sknet", "resnet"}
     with pytest.raises(ValueError, match="seresnet50"):
         ct.our_architecture("seresnet05")
+
+
+def test_classifier_keys_per_layout():
+    assert ct.infer_model_kwargs("gcresnet33ts", {"head.fc.weight": np.zeros((5, 1280))}) == {"num_classes": 5}
+    assert ct.infer_model_kwargs("skresnet18", {"fc.weight": np.zeros((6, 512))}) == {"num_classes": 6}
+    assert ct.classifier_keys("bat_resnext26ts") == ("head.fc.weight", "head.fc.bias")
 
 
 def test_new_head_and_features():
@@ -246,6 +310,19 @@ def test_hub_weights_loader(tmp_path):
         ct.load_timm_files(model, {"pytorch_model.bin": tmp_path / "x"}, cfg)
     from keras_attention import weights
     assert weights.format_loader("timm") is ct.load_timm_files
+
+
+def test_hub_weights_loader_uses_the_architectures_layout(tmp_path):
+    from safetensors.numpy import save_file
+
+    model = ka.create_model("eca_resnext26ts", input_shape=(None, None, 3), num_classes=5)
+    state = fake_state_dict(model, layout="byobnet")
+    assert "stages.3.1.attn.conv.weight" in state and "head.fc.weight" in state
+    save_file(state, str(tmp_path / "model.safetensors"))
+    cfg = {"name": "eca_resnext26ts.x", "architecture": "eca_resnext26ts",
+           "source": {"model": "eca_resnext26ts.ch_in1k"}}
+    ct.load_timm_files(model, {"model.safetensors": tmp_path / "model.safetensors"}, cfg)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("head_fc").bias), state["head.fc.bias"])
 
 
 @pytest.mark.parametrize("pinned", [True, False])
@@ -421,6 +498,11 @@ def _timm():
     return timm, torch
 
 
+#: Last BN of a residual branch, per timm block: Bottleneck / ResNeSt, BasicBlock, SK bottleneck,
+#: SK basic block, ByobNet bottleneck.
+_LAST_BN = {"bottleneck": (".bn3", ".conv3.bn", ".conv3_1x1.bn"), "basic": (".bn2", ".conv2.bn")}
+
+
 def _random_timm_model(name, seed=0):
     """timm's model with random weights and random BN statistics (so BN matters), eval mode.
 
@@ -428,14 +510,21 @@ def _random_timm_model(name, seed=0):
     grow by orders of magnitude with depth: with exploding activations the SE/ECA sigmoid
     gates amplify float32 round-off (for seresnet101 timm's own float32 and float64 logits
     then differ by 20 %, while ours and timm's agree to 2e-9 in float64), and the test
-    would measure that instead of the conversion.
+    would measure that instead of the conversion. Weights that timm initialises to zero
+    (the add-fusion GC block's last convolution) get small random values, so the layer
+    behind them is tested too.
     """
     timm, torch = _timm()
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False).eval()
-    last_bn = ".bn3" if hasattr(model.layer1[0], "bn3") else ".bn2"
+    basic = hasattr(model, "layer1") and not any(n.startswith("conv3") for n, _ in model.layer1[0].named_children())
+    last_bn = _LAST_BN["basic" if basic else "bottleneck"]
     gen = torch.Generator().manual_seed(seed + 1)
+    zeros_gen = torch.Generator().manual_seed(seed + 2)  # apart, so the BN draws stay as they were
     with torch.no_grad():
+        for p_name, param in model.named_parameters():
+            if param.ndim > 1 and not param.any():
+                param.copy_(torch.randn(param.shape, generator=zeros_gen) * 0.05)
         for path, module in model.named_modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 n = module.num_features
@@ -453,7 +542,30 @@ def _save_safetensors(model, path):
 
 
 PARITY = ["resnet18", "resnet50", "resnext50_32x4d", "seresnet18", "seresnet50", "seresnext50_32x4d",
-          "resnet50d", "seresnext26d_32x4d", "seresnext26t_32x4d", "ecaresnet50d"]
+          "resnet50d", "seresnext26d_32x4d", "seresnext26t_32x4d", "ecaresnet50d",
+          # Issue 16, one per structure: ByobNet with GC, SiLU, the strided tiered stem and the
+          # final conv; ByobNet ResNeXt with SE, groups of 32 and the -inf max pool; BAT (its
+          # 8 x 8 blocks need 256 px); SK basic (split input) and bottleneck (grouped) blocks;
+          # ResNeSt (Split attention, avd). The others of each family: MAPPING_ONLY.
+          "gcresnet33ts", "seresnext26ts", "bat_resnext26ts", "skresnet18", "skresnext50_32x4d", "resnest14d"]
+#: Input side per architecture where PARITY_SIZE does not fit (BAT: every stage a multiple of 8).
+PARITY_SIZES = {"bat_resnext26ts": 256}
+#: Trainable parameters (1000 classes) of the issue-16 architectures, counted with timm 1.0.31;
+#: the parity and mapping tests check ours and timm's against these.
+TIMM_PARAMS = {"gcresnet33ts": 19_880_698, "gcresnet50t": 25_897_080, "gcresnext26ts": 10_476_600,
+               "gcresnext50ts": 15_667_320, "seresnet33ts": 19_779_200, "seresnext26ts": 10_388_064,
+               "eca_resnet33ts": 19_676_302, "eca_resnext26ts": 10_297_988, "bat_resnext26ts": 10_731_200,
+               "skresnet18": 11_958_056, "skresnet34": 22_282_376, "skresnext50_32x4d": 27_479_784,
+               "resnest14d": 10_611_688, "resnest26d": 17_069_448, "resnest50d": 27_483_240}
+
+
+def _check_trainable_params(timm_name, reference, model):
+    """Ours equals timm's trainable parameter count (and the recorded one, where recorded)."""
+    from keras_attention.complexity import count_params
+
+    theirs = sum(p.numel() for p in reference.parameters() if p.requires_grad)
+    assert count_params(model) == theirs, (timm_name, count_params(model), theirs)
+    assert TIMM_PARAMS.get(timm_name, theirs) == theirs
 #: Max relative logit error measured (max |ours - timm| / max |timm|), for the report.
 PARITY_ERRORS: dict[str, float] = {}
 
@@ -466,7 +578,9 @@ def test_logits_match_timm(timm_name, tmp_path):
     path = tmp_path / "model.safetensors"
     _save_safetensors(reference, path)
     model = ct.create_model_from_timm(timm_name, path)
-    x = random_images((2, 3, PARITY_SIZE, PARITY_SIZE), seed=3)
+    _check_trainable_params(timm_name, reference, model)
+    size = PARITY_SIZES.get(timm_name, PARITY_SIZE)
+    x = random_images((2, 3, size, size), seed=3)
     with torch.no_grad():
         expected = reference(torch.from_numpy(x)).numpy()
     actual = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=False))
@@ -481,7 +595,11 @@ def test_logits_match_timm(timm_name, tmp_path):
 # One per remaining depth/family (resnet101 and seresnet101/152 add nothing to resnet152 +
 # seresnet50 but time; `keras-attention convert --verify` checks any single one end to end).
 MAPPING_ONLY = ["resnet34", "resnet152", "resnext101_32x4d", "seresnet34", "seresnext101_32x4d",
-                "resnet101d", "ecaresnet101d"]
+                "resnet101d", "ecaresnet101d",
+                # Issue 16: the rest of each family (same blocks as a PARITY model, other depth,
+                # widths, activation or attention).
+                "gcresnet50t", "gcresnext26ts", "gcresnext50ts", "seresnet33ts", "eca_resnet33ts",
+                "eca_resnext26ts", "skresnet34", "resnest26d", "resnest50d"]
 
 
 @pytest.mark.timm
@@ -489,13 +607,15 @@ MAPPING_ONLY = ["resnet34", "resnet152", "resnext101_32x4d", "seresnet34", "sere
 def test_deep_models_map_every_tensor(timm_name):
     """Every timm tensor has a Keras weight of the right shape (names and shapes only, no forward)."""
     timm, _ = _timm()
-    shapes = {k: tuple(v.shape) for k, v in timm.create_model(timm_name, pretrained=False).state_dict().items()}
+    reference = timm.create_model(timm_name, pretrained=False)
+    shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     state = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
     model = ct.create_model_from_timm(timm_name, state)
-    specs = ct.weight_mapping(model)
+    specs = ct.weight_mapping(model, ct.timm_layout(ct.our_architecture(timm_name)))
     used = {s.key for s in specs}
     assert used == {k for k in shapes if not k.endswith("num_batches_tracked")}
     assert model.count_params() == sum(int(np.prod(shapes[k])) for k in used)
+    _check_trainable_params(timm_name, reference, model)
 
 
 @pytest.mark.timm

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_attention.layers import GlobalContext, create_attention
-from tests.helpers import count_trainable_params, random_images, run_layer_test
+from tests.helpers import count_trainable_params, import_or_skip, random_images, run_layer_test, timm_module_error
 
 SHAPES = [(2, 8, 8, 16), (1, 5, 7, 16), (2, 1, 1, 16)]
 
@@ -156,6 +156,7 @@ def test_factory_name():
     ({"fusion": "concat"}, "fusion"),
     ({"context_modeling": "att"}, "context_modeling"),
     ({"context_modeling": "max"}, "context_modeling"),
+    ({"epsilon": 0}, "epsilon"),
 ])
 def test_invalid_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -170,3 +171,24 @@ def test_wrong_rank():
 def test_unknown_channels():
     with pytest.raises(ValueError, match="channel dimension"):
         GlobalContext().build((None, 7, 7, None))
+
+
+def test_epsilon_reaches_the_layer_norm():
+    layer = GlobalContext(epsilon=1e-6)
+    layer.build((None, 4, 4, 32))
+    assert layer.norm.epsilon == 1e-6 and GlobalContext.from_config(layer.get_config()).epsilon == 1e-6
+    assert GlobalContext().get_config()["epsilon"] == 1e-5
+
+
+@pytest.mark.timm
+@pytest.mark.parametrize("fusion, use_attn", [("add", True), ("mul", True), ("add", False)])
+def test_matches_timm_global_context(fusion, use_attn):
+    # timm's ByobNet "gca" attention is GlobalContext(fuse_add=True, fuse_scale=False), r = 8,
+    # LayerNorm eps 1e-6: ours with fusion="add", reduction_ratio=8, epsilon=1e-6.
+    import_or_skip("timm", "timm (test-only reference) is not installed")
+    from timm.layers import GlobalContext as TimmGlobalContext
+
+    module = TimmGlobalContext(32, use_attn=use_attn, fuse_add=fusion == "add", fuse_scale=fusion == "mul")
+    layer = GlobalContext(reduction_ratio=8, epsilon=1e-6, fusion=fusion,
+                          context_modeling="attention" if use_attn else "avg")
+    assert timm_module_error(layer, module, random_images((2, 5, 6, 32), seed=2)) < 1e-5

@@ -161,15 +161,14 @@ def test_single_space_names_do_not_take_spaces():
 SHIPPED_SLICE_TOP1 = {"colornet40_12.cifar10": 64.2, "colornet40_12_yuv.cifar10": 67.6}
 
 
-@needs_cifar
 @pytest.mark.parametrize("name", sorted(SHIPPED_SLICE_TOP1))
-def test_shipped_cifar10_weights_load_offline_and_classify_real_images(name):
+def test_shipped_cifar10_weights_load_offline_and_classify_real_images(name, cifar10_prepared):
     import keras_attention
-    from keras_attention.data import load_tfds
+    from keras_attention.data import load_source
     from keras_attention.evaluation import evaluate_model, load_for_inference
     cfg = keras_attention.get_pretrained_cfg(name)
     assert cfg["source"]["recipe"] == "_recipes/cifar10_colornet_short.yaml"
     loaded = load_for_inference(name)
-    source = load_tfds("cifar10", "test[:500]", data_dir=TFDS_DIR, download=False)
+    source = load_source(str(cifar10_prepared), "test[:500]")
     result = evaluate_model(loaded.model, source, loaded.preprocessing, progress=False)
     assert abs(result["top1"] - SHIPPED_SLICE_TOP1[name]) <= 0.4, result

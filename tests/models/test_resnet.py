@@ -256,3 +256,121 @@ def test_kept_family_attention_keeps_family_options():
     assert [model.get_layer(f"stage{s}_block0_attention").kernel_size for s in (1, 2, 3, 4)] == [3, 5, 5, 7]
     names = {layer.name for layer in _attention_layers(ka.create_model("gc_resnet50", attention="gc"))}
     assert "stage1_block0_attention" not in names and "stage2_block0_attention" in names
+
+
+# --------------------------------------------------------------------------------------
+# Block and stem options of timm's ByobNet ResNets, SK ResNets and ResNeSt (issue 16).
+# Parameter counts and logits against timm: tests/convert/test_timm.py; one model per family
+# saved, reloaded and run under mixed precision: tests/models/test_resnet_families.py.
+
+from keras_attention.layers import (BilinearAttentionTransform, GlobalContext, SelectiveKernel,  # noqa: E402
+                                    SplitAttention)
+from keras_attention.models._common import PaddedMaxPooling2D  # noqa: E402
+from keras_attention.models.resnet import (BYOB_ARCHS, BYOB_DEFAULTS, BYOB_VARIANTS, SPATIAL_CONV_ARCHS,  # noqa: E402
+                                          build_resnet)
+
+NEW_MODELS = sorted([f"{p}_{a}" for p, (_, _, archs) in BYOB_VARIANTS.items() for a in archs] + list(SPATIAL_CONV_ARCHS))
+
+
+#: One block per stage: the registered families' structure at a fraction of the build time
+#: (these tests run under JAX too, where building a model is slow).
+SHALLOW = {"stage_depths": (1, 1, 1, 1), "input_shape": (64, 64, 3)}
+
+
+def _parent(model, name):
+    return model.get_layer(name)._inbound_nodes[0].parent_nodes[0].operation.name
+
+
+def test_new_models_are_registered():
+    assert len(NEW_MODELS) == 15 and set(NEW_MODELS) <= set(ka.list_models())
+    assert set(BYOB_ARCHS) == {"resnet33ts", "resnet50t", "resnext26ts", "resnext50ts"}
+
+
+def test_byobnet_structure():
+    model = ka.create_model("gc_resnet33ts", **SHALLOW)
+    assert len({layer.name for layer in model.layers if layer.name.endswith("_attention")}) == 4
+    # Tiered stem 24-32-64 with SiLU, no max pool: the third conv takes the stride.
+    assert [model.get_layer(f"stem_conv{i}").filters for i in (1, 2, 3)] == [24, 32, 64]
+    assert [model.get_layer(f"stem_conv{i}").strides for i in (1, 2, 3)] == [(2, 2), (1, 1), (2, 2)]
+    assert "stem_pool" not in {layer.name for layer in model.layers}
+    assert model.get_layer("stem_silu1").activation is keras.activations.silu
+    # The attention follows the 3x3 conv-BN-SiLU, on the bottleneck width (timm attn_last=False).
+    attn = model.get_layer("stage3_block0_attention")
+    assert isinstance(attn, GlobalContext) and _parent(model, "stage3_block0_attention") == "stage3_block0_silu2"
+    assert _parent(model, "stage3_block0_conv3") == "stage3_block0_attention"
+    assert attn.fc1.units == 384 // 8 and attn.epsilon == 1e-6 and attn.fusion == "add"
+    assert model.get_layer("final_conv").filters == 1280 and _parent(model, "head_pool") == "final_silu"
+    assert not np.any(keras.ops.convert_to_numpy(model.get_layer("stage1_block0_bn3").gamma))  # zero_init_last
+
+
+def test_byobnet_resnext_groups_and_stem_pool():
+    model = ka.create_model("bat_resnext26ts", **SHALLOW, attention_kwargs={"block_size": 2})
+    # Groups of 32 channels: 2, 4, 8, 16 groups in stages 1-4.
+    assert [model.get_layer(f"stage{s}_block0_conv2").groups for s in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert isinstance(model.get_layer("stem_pool"), PaddedMaxPooling2D)  # after SiLU: -inf padding
+    assert isinstance(model.get_layer("stage4_block0_attention"), BilinearAttentionTransform)
+    assert model.get_layer("stage4_block0_attention").block_size == 2
+    # ByobNet weights are for 256 px, the default input (BAT's 8 x 8 blocks need it: 64 ... 8 px stages).
+    assert BYOB_DEFAULTS["input_shape"] == (256, 256, 3)
+    assert keras.ops.convert_to_numpy(model(random_images((1, 64, 64, 3)))).shape == (1, 1000)
+
+
+def test_padded_max_pool_after_negative_activations():
+    # After SiLU every value can be negative; PyTorch's padding is -inf, never a winning zero.
+    x = -np.abs(random_images((1, 4, 6, 2), seed=1)) - 0.1
+    y = keras.ops.convert_to_numpy(PaddedMaxPooling2D(3, 2, 1)(x))
+    assert y.shape == (1, 2, 3, 2) and np.all(y < 0)
+    np.testing.assert_array_equal(y[0, 0, 0], x[0, :2, :2].max(axis=(0, 1)))
+    np.testing.assert_array_equal(y[0, 1, 2], x[0, 1:4, 3:6].max(axis=(0, 1)))
+    layer = PaddedMaxPooling2D(3, 2, 1)
+    assert PaddedMaxPooling2D.from_config(layer.get_config()).get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="padding"):
+        PaddedMaxPooling2D(3, 2, 3)
+
+
+def test_spatial_conv_replaces_the_3x3():
+    model = ka.create_model("sk_resnet18", **SHALLOW)
+    sk = model.get_layer("stage2_block0_conv1")  # basic block: the first 3x3
+    assert isinstance(sk, SelectiveKernel) and sk.strides == 2 and sk.filters == 128 and sk.split_input
+    names = {layer.name for layer in model.layers}
+    assert "stage2_block0_bn1" not in names and "stage2_block0_relu1" not in names
+    # The bottleneck's 3x3 (conv2), grouped (SKNet-50 is ResNeXt-50 32x4d with SK convs).
+    model = build_resnet("bottleneck", (1, 1), stage_widths=(64, 128), groups=32, base_width=4, spatial_conv="sk",
+                         spatial_conv_kwargs={"split_input": False, "reduction_divisor": 32}, input_shape=(64, 64, 3))
+    sk = model.get_layer("stage2_block0_conv2")
+    assert isinstance(sk, SelectiveKernel) and sk.groups == 32 and sk.strides == 2 and sk.fc_reduce.units == 32
+    # ResNeSt: split attention at stride 1, then the 3x3 average pool takes the stride ("avd").
+    model = ka.create_model("resnest14d", input_shape=(64, 64, 3))  # one block per stage already
+    splat = model.get_layer("stage2_block0_conv2")
+    assert isinstance(splat, SplitAttention) and splat.strides == 1 and splat.radix == 2
+    assert _parent(model, "stage2_block0_avd_pad") == "stage2_block0_conv2"
+    assert model.get_layer("stage2_block0_avd_pool").strides == (2, 2)
+    assert "stage1_block0_avd_pool" not in {layer.name for layer in model.layers}  # stride 1: no pool
+
+
+def test_spatial_conv_kwargs_are_the_familys_until_swapped():
+    model = ka.create_model("sk_resnet18", **SHALLOW, spatial_conv_kwargs={"activation": "silu"})
+    sk = model.get_layer("stage1_block0_conv1")
+    assert sk.activation == "silu" and sk.reduction_ratio == 8 and sk.reduction_divisor == 16
+    # Another spatial conv starts from its own defaults; None gives the plain ResNet-18.
+    model = ka.create_model("sk_resnet18", **SHALLOW, spatial_conv="splat")
+    assert model.get_layer("stage1_block0_conv1").radix == 2
+    plain = ka.create_model("sk_resnet18", **SHALLOW, spatial_conv=None)
+    assert count_params(plain) == count_params(ka.create_model("resnet18", **SHALLOW))
+    # A spatial conv composes with an attention in the slot.
+    model = ka.create_model("resnest14d", input_shape=(64, 64, 3), attention="se")
+    assert _parent(model, "stage1_block0_attention") == "stage1_block0_bn3"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stem_pool": None}, "three-conv stem"),
+    ({"stem_pool": "avg"}, "stem_pool"),
+    ({"attention_position": "first"}, "attention_position"),
+    ({"activation": "swishy"}, "activation"),
+    ({"group_size": 24}, "group_size"),
+    ({"final_conv_width": 0}, "final_conv_width"),
+    ({"spatial_conv": "squeeze"}, "Unknown attention"),
+])
+def test_invalid_new_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_resnet("bottleneck", (1, 1, 1, 1), input_shape=(64, 64, 3), **kwargs)
