@@ -92,15 +92,16 @@ class _MapProbe(keras.layers.Layer):
 
 def _walk(model: keras.Model, call_fn):
     """``(inputs, outputs)`` of ``model``'s graph re-run on new inputs through ``call_fn(layer, ...)``."""
+    if not isinstance(model, keras.Sequential) and (
+            not hasattr(model, "_run_through_graph") or not hasattr(model, "_nodes_by_depth")):
+        raise InvalidInputError(f"Attention maps need a functional or Sequential model; "
+                                f"{model.name!r} is a subclassed {type(model).__name__}.")
     inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
     if isinstance(model, keras.Sequential):
         x = inputs[0]
         for layer in model.layers:
             x = call_fn(layer, x)
         return inputs, x
-    if not hasattr(model, "_run_through_graph") or not hasattr(model, "_nodes_by_depth"):
-        raise InvalidInputError(f"Attention maps need a functional or Sequential model; "
-                                f"{model.name!r} is a subclassed {type(model).__name__}.")
     # What keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=...)
     # runs, without its final check that the outputs depend on the original inputs only
     # (tap_model adds an input).

@@ -4,13 +4,17 @@
   every spatial map over it (CBAM's spatial gate, GC's context weights, the attention of
   a query position, residual-attention masks averaged over channels, the spatial
   transformer's sampling grid), and the channel gates of each stage as a heatmap
-  (rows: blocks, columns: channels);
+  (rows: blocks, columns: channels; SK's and split attention's per-path weights give one
+  row per path);
 * :func:`plot_channel_gates`: only the heatmaps;
 * :func:`plot_excitation_per_class`: SENet (TPAMI 2019) Fig. 6, the mean gate per class
   at several depths, from :func:`~keras_attention.explain.excitation_per_class`.
 
 Every function returns the ``matplotlib.figure.Figure``; :func:`save_figure` writes a PNG
 atomically. Spatial maps are shown min-max scaled per panel (the range is in the title).
+Not drawn: BAT's block transforms P and Q (``(N, G, b, b)`` matrices between block rows
+and columns, not maps over the image); :func:`~keras_attention.explain.attention_maps`
+returns them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from keras_attention._files import atomic_write
 
 #: Map names drawn as one value per channel (rows of a stage's heatmap).
 CHANNEL_MAPS = ("gate", "channel_gate", "mean_gate", "channel_weights", "transform")
+#: Map names of per-path channel weights ``(N, paths, C)`` (SK, split attention): one row per path.
+PATH_MAPS = ("path_weights", "split_weights")
+#: Maps that are not over the image (never drawn as spatial panels).
+_NOT_SPATIAL = ("theta", "grid", "output", "row_transform", "column_transform") + PATH_MAPS
 
 
 def _pyplot():
@@ -59,8 +67,8 @@ def spatial_panels(entry, index: int) -> list[tuple[str, np.ndarray]]:
     panels = []
     for key, value in entry.maps.items():
         v = value[index]
-        if key in ("theta", "grid", "output"):
-            continue  # the spatial transformer: drawn by _draw_grid
+        if key in _NOT_SPATIAL:
+            continue  # the spatial transformer (drawn by _draw_grid), per-path channel weights, BAT's P and Q
         if key in ("attention", "position_attention") and entry.queries is not None and v.ndim == 3:
             for (qy, qx), plane in zip(entry.queries, v):
                 panels.append((f"{where} {entry.kind}\nquery ({qy:.2f}, {qx:.2f})", plane))
@@ -115,6 +123,13 @@ def _stage_gates(entries, index):
             label = f"b{entry.block} {key}" if entry.block is not None else f"{entry.layer} {key}"
             stages.setdefault((entry.stage, value.shape[1], key), []).append((label, value[index]))
             break
+        for key in PATH_MAPS:
+            value = entry.maps.get(key)
+            if value is None or value.ndim != 3:
+                continue
+            where = f"b{entry.block}" if entry.block is not None else entry.layer
+            stages.setdefault((entry.stage, value.shape[2], key), []).extend(
+                (f"{where} path {m}", row) for m, row in enumerate(value[index]))
     return stages
 
 

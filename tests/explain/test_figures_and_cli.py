@@ -112,3 +112,30 @@ def test_gallery_page_is_generated_and_its_figures_are_small():
         path = page.parent / rel
         assert path.stat().st_size < 500_000, f"{rel}: keep the committed figures small"
         _png(path, min_size=(100, 100))
+
+
+@pytest.mark.parametrize("attention,kwargs", [("sk", {"reduction_channels": 8}), ("splat", {}),
+                                              ("bat", {"block_size": 4, "reduction_channels": 8})])
+def test_path_weights_are_channel_rows_and_bat_matrices_are_not_drawn(attention, kwargs, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = ka.create_model("resnet20", attention=attention, attention_kwargs=kwargs, attention_stages=(2, 3))
+    x = random_images((2, 32, 32, 3), seed=0)
+    maps = explain.attention_maps(model, x)
+    assert len(maps) == 6 and all(e.stage in (2, 3) for e in maps)
+    assert all(explain.figures.spatial_panels(e, 0) == [] for e in maps)  # nothing of these is over the image
+    rows = explain.figures._stage_gates(list(maps), 0)
+    if attention == "bat":
+        assert rows == {}
+    else:  # one row per block and path, one heatmap per stage
+        assert sorted((stage, channels) for stage, channels, _ in rows) == [(2, 32), (3, 64)]
+        assert all(len(r) == 3 * 2 for r in rows.values())
+    fig = explain.plot_explanation(np.zeros((32, 32, 3), np.uint8) + 128, maps, None, 0, title=attention)
+    _png(explain.save_figure(fig, tmp_path / "x.png", dpi=50), min_size=(100, 60))
+
+
+def test_subclassed_models_have_no_maps_yet():
+    saccader = ka.create_model("saccader77", input_shape=(96, 96, 3), num_classes=10)
+    with pytest.raises(explain._probe.InvalidInputError, match="subclassed Saccader"):
+        explain.attention_maps(saccader, random_images((1, 96, 96, 3)))
+    with pytest.raises(explain._probe.InvalidInputError, match="'saccader77' has no layer"):
+        explain.grad_cam(saccader, random_images((1, 96, 96, 3)))

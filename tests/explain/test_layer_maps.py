@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_attention.layers import (ADCM, CBAM, ECA, NAM, ChannelAttention, DANetChannelAttention,
-                                    DANetPositionAttention, DualAttentionHead, GatherExcite,
-                                    GlobalContext, NonLocalBlock, ResidualAttentionModule,
-                                    SelfAttention2D, SpatialAttention, SpatialTransformer,
-                                    SqueezeExcite)
+from keras_attention.layers import (ADCM, CBAM, ECA, NAM, BilinearAttentionTransform, ChannelAttention,
+                                    DANetChannelAttention, DANetPositionAttention, DualAttentionHead,
+                                    GatherExcite, GlobalContext, NonLocalBlock, ResidualAttentionModule,
+                                    SelectiveKernel, SelfAttention2D, SpatialAttention, SpatialTransformer,
+                                    SplitAttention, SqueezeExcite)
 from keras_attention.layers.spatial_transformer import bilinear_sample
 from keras_attention.layers._common import query_indices
 from tests.helpers import random_images
@@ -262,3 +262,54 @@ def test_bad_queries(queries):
     layer = NonLocalBlock(reduction_channels=2)
     with pytest.raises(ValueError, match="queries"):
         layer.call_with_maps(keras.ops.convert_to_tensor(random_images((1, 4, 4, 4))), queries=queries)
+
+
+@pytest.mark.parametrize("split_input,strides", [(True, 1), (False, 2)])
+def test_selective_kernel_path_weights(split_input, strides):
+    x = random_images((2, 6, 6, 8), seed=13)
+    layer = SelectiveKernel(filters=8, strides=strides, split_input=split_input, reduction_channels=4)
+    y, maps = _run(layer, x)
+    weights = maps["path_weights"]
+    assert weights.shape == (2, 2, 8) and np.all(weights > 0)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    parts = np.split(x, 2, axis=-1) if split_input else [x, x]
+    branches = [np_(layer._branch(i, keras.ops.convert_to_tensor(p), False)) for i, p in enumerate(parts)]
+    expected = sum(weights[:, m, None, None, :] * branches[m] for m in range(2))
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("radix,groups", [(2, 1), (2, 2), (1, 1)])
+def test_split_attention_split_weights(radix, groups):
+    x = random_images((2, 5, 5, 8), seed=14)
+    layer = SplitAttention(groups=groups, radix=radix)
+    y, maps = _run(layer, x)
+    weights = maps["split_weights"]
+    assert weights.shape == (2, radix, 8)
+    if radix > 1:  # softmax over the splits
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        _in_unit(weights)
+    splits = np_(keras.activations.get(layer.activation)(layer.bn0(
+        layer.conv(np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])), training=False)))
+    splits = splits.reshape(2, 5, 5, radix, 8)
+    np.testing.assert_allclose(y, (splits * weights[:, None, None]).sum(axis=3), rtol=1e-4, atol=1e-5)
+
+
+def test_bilinear_attention_transforms():
+    x = random_images((2, 4, 6, 16), seed=15)
+    layer = BilinearAttentionTransform(block_size=2, groups=2, reduction_channels=4)
+    y, maps = _run(layer, x)
+    p, q = maps["row_transform"], maps["column_transform"]
+    assert p.shape == q.shape == (2, 2, 2, 2) and np.all(p > 0) and np.all(q > 0)
+    np.testing.assert_allclose(p.sum(axis=3), 1.0, rtol=1e-5)  # rows of P
+    np.testing.assert_allclose(q.sum(axis=2), 1.0, rtol=1e-5)  # columns of Q
+    # y = x + f((P kron I) u (Q kron I)) per channel, with the P and Q of its group
+    u = np_(keras.ops.relu(layer.bn1(layer.conv1(x), training=False)))
+    mixed = np.empty_like(u)
+    for n in range(2):
+        for c in range(4):
+            g = c // 2
+            mixed[n, :, :, c] = np.kron(p[n, g], np.eye(2)) @ u[n, :, :, c] @ np.kron(q[n, g], np.eye(3))
+    z = keras.ops.relu(layer.ba_bn2(layer.ba_conv2(mixed), training=False))
+    z = np_(keras.ops.relu(layer.bn2(layer.conv2(z), training=False)))
+    np.testing.assert_allclose(y, x + z, rtol=1e-4, atol=1e-4)
