@@ -58,6 +58,12 @@ ROWS = {
             ("resnet20", {"attention": "stn"})),
     "adcm": ("attention layer: ADCM", "resnet20, attention='adcm' (random weights)",
              ("resnet20", {"attention": "adcm", "attention_kwargs": {"reduction_ratio": 4}})),
+    "sk": ("resnet + SK", "sk_resnet18 (random weights, 224 px)", ("sk_resnet18", {})),
+    "splat": ("resnet + split attention", "resnest14d (random weights, 224 px)", ("resnest14d", {})),
+    "bat": ("resnet + BAT", "bat_resnext26ts (random weights, 256 px)", ("bat_resnext26ts", {})),
+    "bagnet": ("bagnet", "bagnet9 (random weights, 224 px)", ("bagnet9", {})),
+    "saccader": ("saccader", "saccader77 (random weights, 224 px; the subclassed model called on a "
+                 "`keras.Input`, learned policy, 6 glimpses)", ("saccader77", {})),
 }
 
 
@@ -75,6 +81,9 @@ def _loaded(spec):
         value = keras.ops.convert_to_numpy(weight)
         if value.size and not value.any():
             weight.assign(rng.normal(0, 0.1, value.shape).astype(value.dtype))
+    if not hasattr(model, "inputs"):  # a subclassed model (Saccader): exported through a functional wrapper
+        inputs = keras.Input(model.image_shape, name="images")
+        model = keras.Model(inputs, model(inputs, training=False), name=model.name)
     return load_for_inference(model, config={"label_names": [f"class_{i}" for i in range(model.output_shape[-1])]})
 
 

@@ -84,6 +84,6 @@ def test_docs_table_has_every_family_and_format():
     header = next(line for line in text.splitlines() if line.startswith("| family |"))
     assert all(f"`{fmt}`" in header for fmt in FORMATS)
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| family")]
-    families = {"resnet", "densenet", "colornet", "non_local", "residual_attention"}
+    families = {"resnet", "densenet", "colornet", "non_local", "residual_attention", "bagnet", "saccader"}
     assert families <= {row.split(" | ")[0].strip("| ").split(" + ")[0] for row in rows}
     assert len(rows) == len(script.ROWS) and all(row.count(" | ") == 1 + len(FORMATS) for row in rows)
