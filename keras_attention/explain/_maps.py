@@ -120,7 +120,8 @@ def attention_maps(model: keras.Model, images, *, layers=None, queries=DEFAULT_Q
     Returns:
         :class:`AttentionMaps`: ``outputs`` (the model's outputs, ``(N, classes)``) and one
         :class:`AttentionMap` per attention layer (float32 arrays; shapes in each layer's
-        ``MAPS``).
+        ``MAPS``). A hard-attention model (one with a ``glimpse`` method: Saccader) gives
+        one entry, ``"glimpses"``, from that method (see :data:`GLIMPSE_MAPS`).
 
     Raises:
         InvalidInputError: bad ``images``, ``queries`` or a layer selection that matches nothing.
@@ -130,6 +131,8 @@ def attention_maps(model: keras.Model, images, *, layers=None, queries=DEFAULT_Q
     except ValueError as err:
         raise InvalidInputError(str(err)) from None
     x = _as_inputs(images, preprocessing)
+    if has_glimpses(model):
+        return _glimpse_maps(model, x, layers, batch_size)
     probe = probe_model(model, layers, queries)
     entries = _entries(model, layers, queries)
     outputs, collected = [], {entry.layer: {} for entry in entries}
@@ -143,6 +146,42 @@ def attention_maps(model: keras.Model, images, *, layers=None, queries=DEFAULT_Q
     for entry in entries:
         entry.maps = {key: np.concatenate(parts) for key, parts in collected[entry.layer].items()}
     return AttentionMaps(np.concatenate(outputs) if outputs else np.zeros((0,)), entries)
+
+
+#: The maps of a hard-attention model's ``"glimpses"`` entry (T glimpses, in the order taken).
+GLIMPSE_MAPS = {
+    "boxes": "(N, T, 4) pixel boxes (top, left, bottom, right; exclusive) of the glimpsed patches",
+    "locations": "(N, T, 2) glimpse centres (y, x) in [-1, 1] (the official convention)",
+    "glimpse_logits": "(N, T, K) the logits of each glimpsed patch (their mean is the output)",
+    "location_probability": "(N, T, h, w) the policy's probability of each grid cell at each glimpse "
+                            "(learned policy only)",
+}
+
+
+def has_glimpses(model) -> bool:
+    """Whether ``model`` is a hard-attention model with a ``glimpse`` method (Saccader)."""
+    return callable(getattr(model, "glimpse", None))
+
+
+def _glimpse_maps(model, x, layers, batch_size) -> AttentionMaps:
+    """The ``"glimpses"`` entry of a hard-attention model, from its own ``glimpse`` (inference)."""
+    if layers not in (None, "all") and list(layers) not in (["all"], ["glimpses"], [type(model).__name__]):
+        raise InvalidInputError(f"{model.name!r} is a hard-attention model: its only maps are 'glimpses' "
+                                f"(layers=None, 'all' or 'glimpses'), received {layers!r}.")
+    outputs, collected = [], {}
+    for start in range(0, len(x), batch_size):
+        result = model.glimpse(keras.ops.convert_to_tensor(x[start:start + batch_size]), training=False)
+        outputs.append(np.asarray(keras.ops.convert_to_numpy(result["logits"]), np.float32))
+        maps = {key: result[key] for key in ("boxes", "locations", "glimpse_logits")}
+        if "location_logits" in result:
+            logits = keras.ops.cast(result["location_logits"], "float32")
+            probability = keras.ops.softmax(logits, axis=-1)
+            maps["location_probability"] = keras.ops.reshape(probability, (*probability.shape[:2], *model.grid_shape))
+        for key, value in maps.items():
+            collected.setdefault(key, []).append(np.asarray(keras.ops.convert_to_numpy(value), np.float32))
+    entry = AttentionMap("glimpses", type(model).__name__, None, None, tuple(x.shape[1:]),
+                         {key: np.concatenate(parts) for key, parts in collected.items()})
+    return AttentionMaps(np.concatenate(outputs), [entry])
 
 
 @dataclass

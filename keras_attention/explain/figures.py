@@ -3,7 +3,8 @@
 * :func:`plot_explanation`: one image: the input with the prediction, Grad-CAM over it,
   every spatial map over it (CBAM's spatial gate, GC's context weights, the attention of
   a query position, residual-attention masks averaged over channels, the spatial
-  transformer's sampling grid), and the channel gates of each stage as a heatmap
+  transformer's sampling grid, a hard-attention model's glimpses as numbered boxes), and
+  the channel gates of each stage as a heatmap
   (rows: blocks, columns: channels; SK's and split attention's per-path weights give one
   row per path);
 * :func:`plot_channel_gates`: only the heatmaps;
@@ -31,7 +32,8 @@ CHANNEL_MAPS = ("gate", "channel_gate", "mean_gate", "channel_weights", "transfo
 #: Map names of per-path channel weights ``(N, paths, C)`` (SK, split attention): one row per path.
 PATH_MAPS = ("path_weights", "split_weights")
 #: Maps that are not over the image (never drawn as spatial panels).
-_NOT_SPATIAL = ("theta", "grid", "output", "row_transform", "column_transform") + PATH_MAPS
+_NOT_SPATIAL = ("theta", "grid", "output", "row_transform", "column_transform", "boxes", "locations",
+                "glimpse_logits", "location_probability") + PATH_MAPS
 
 
 def _pyplot():
@@ -110,6 +112,22 @@ def _draw_grid(ax, image, entry, index):
     py = (pts[:, 1] + 1) * (image.shape[0] - 1) / 2 + 0.5
     ax.scatter(px, py, s=4, c="cyan")
     ax.set_title(f"{_where(entry)} {entry.kind}\nsampling grid", fontsize=7)
+
+
+def _draw_glimpses(ax, image, entry, index):
+    """A hard-attention model's glimpses of image ``index``: numbered boxes in the order taken."""
+    import matplotlib.patches as patches
+    _show_image(ax, image)
+    cmap = _pyplot().get_cmap("autumn")
+    boxes = entry.maps["boxes"][index]
+    for t, (top, left, bottom, right) in enumerate(boxes):
+        colour = cmap(t / max(len(boxes) - 1, 1))
+        ax.add_patch(patches.Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.2,
+                                       edgecolor=colour))
+        ax.text(left + 2, top + 2, str(t + 1), color=colour, fontsize=6, va="top")
+    ax.set_xlim(0, image.shape[1])
+    ax.set_ylim(image.shape[0], 0)
+    ax.set_title(f"{entry.kind}\n{len(boxes)} glimpses (1 = first)", fontsize=7)
 
 
 def _stage_gates(entries, index):
@@ -198,6 +216,8 @@ def plot_explanation(image, maps=None, gradcam=None, index: int = 0, *, label_na
     for entry in entries:
         if "grid" in entry.maps:
             panels += [("grid", entry), ("transformed", entry)]
+        if "boxes" in entry.maps:
+            panels.append(("glimpses", entry))
         panels += [(name, heat) for name, heat in spatial_panels(entry, index)]
     gate_groups = _stage_gates(entries, index)
     rows = math.ceil(len(panels) / columns)
@@ -227,6 +247,8 @@ def plot_explanation(image, maps=None, gradcam=None, index: int = 0, *, label_na
                     title=f"Grad-CAM ({label(c)})\n{gradcam.layer}")
         elif kind == "grid":
             _draw_grid(ax, image, payload, index)
+        elif kind == "glimpses":
+            _draw_glimpses(ax, image, payload, index)
         elif kind == "transformed":  # the spatial transformer's output (not aligned with the image)
             out = payload.maps["output"][index]
             shown = out if out.shape[-1] == 3 else out.mean(axis=-1)

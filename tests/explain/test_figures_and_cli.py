@@ -133,9 +133,25 @@ def test_path_weights_are_channel_rows_and_bat_matrices_are_not_drawn(attention,
     _png(explain.save_figure(fig, tmp_path / "x.png", dpi=50), min_size=(100, 60))
 
 
-def test_subclassed_models_have_no_maps_yet():
-    saccader = ka.create_model("saccader77", input_shape=(96, 96, 3), num_classes=10)
-    with pytest.raises(explain._probe.InvalidInputError, match="subclassed Saccader"):
-        explain.attention_maps(saccader, random_images((1, 96, 96, 3)))
-    with pytest.raises(explain._probe.InvalidInputError, match="'saccader77' has no layer"):
-        explain.grad_cam(saccader, random_images((1, 96, 96, 3)))
+def test_saccader_glimpses(tmp_path):
+    keras.utils.set_random_seed(0)
+    saccader = ka.create_model("saccader77", input_shape=(96, 96, 3), num_classes=10, width_multiplier=0.125)
+    x = random_images((2, 96, 96, 3))
+    maps = explain.attention_maps(saccader, x)
+    (entry,) = maps
+    assert entry.layer == "glimpses" and entry.kind == "Saccader" and set(entry.maps) == set(explain.GLIMPSE_MAPS)
+    boxes, probability = entry.maps["boxes"], entry.maps["location_probability"]
+    assert boxes.shape == (2, 6, 4) and probability.shape == (2, 6, 3, 3)
+    assert np.all(boxes[..., 2:] - boxes[..., :2] == 77) and boxes.min() >= 0 and boxes.max() <= 96
+    np.testing.assert_allclose(probability.sum(axis=(2, 3)), 1.0, rtol=1e-5)
+    # the output is the mean of the glimpsed patches' logits, and is the model's own output
+    np.testing.assert_allclose(maps.outputs, entry.maps["glimpse_logits"].mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(maps.outputs, np.asarray(keras.ops.convert_to_numpy(saccader(x, training=False))),
+                               rtol=1e-4, atol=1e-5)
+    assert explain.figures.spatial_panels(entry, 0) == []
+    fig = explain.plot_explanation(np.full((96, 96, 3), 128, np.uint8), maps, None, 0, title="saccader")
+    _png(explain.save_figure(fig, tmp_path / "g.png", dpi=50), min_size=(60, 60))
+    with pytest.raises(explain._probe.InvalidInputError, match="hard-attention"):
+        explain.attention_maps(saccader, x, layers=["stage3_*"])
+    with pytest.raises(explain._probe.InvalidInputError, match="'saccader77' has no layer"):  # no Grad-CAM yet
+        explain.grad_cam(saccader, x)
