@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from keras_attention._errors import InvalidInputError
+from keras_attention._precision import PRECISIONS, check_precision, with_precision  # noqa: F401
 from keras_attention.data import catalog, loader, transforms
 from keras_attention.data.preprocessing import Preprocessing
 from keras_attention.data.folder import check_image_header
@@ -46,6 +47,7 @@ class LoadedModel:
     label_names: list[str]
     name: str
     config: dict
+    precision: str = "float32"
 
     @property
     def outputs_probabilities(self) -> bool:
@@ -65,8 +67,8 @@ def _from_cfg(model: keras.Model, cfg: dict, name: str) -> LoadedModel:
     return LoadedModel(model, pre, list(labels), name, cfg)
 
 
-def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | None = None
-                       ) -> LoadedModel:
+def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | None = None,
+                       precision: str = "float32") -> LoadedModel:
     """Loads a model with its preprocessing and label names, resolved as ``keras_attention.load`` does.
 
     Args:
@@ -75,6 +77,9 @@ def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | Non
             (see :func:`keras_attention.weights.resolve_source`, the one resolver ``load``
             uses too); or a ``keras.Model`` (then ``config`` gives its preprocessing and labels).
         config: a ``pretrained.json``-style dict overriding the one found.
+        precision: ``"float32"`` (default) or ``"bfloat16"`` (also ``"float16"``): the
+            model computes in that precision with its float32 weights, and returns float32
+            outputs (:func:`keras_attention._precision.with_precision`).
 
     Returns:
         A :class:`LoadedModel`.
@@ -84,8 +89,9 @@ def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | Non
             name, a ``.weights.h5`` file without a ``pretrained.json``, or label names that
             do not fit the model.
     """
+    check_precision(precision)
     if isinstance(spec, keras.Model):
-        return _from_cfg(spec, config or {}, spec.name)
+        return at_precision(_from_cfg(spec, config or {}, spec.name), precision)
     source = resolve_source(spec)
     cfg = source_cfg(source, required=False)
     model = load(source)
@@ -93,7 +99,18 @@ def load_for_inference(spec: str | os.PathLike | keras.Model, config: dict | Non
         warnings.warn(f"No pretrained config for {str(spec)!r}: using the model's input size, no crop, "
                       f"ImageNet mean/std and numbered class names.", stacklevel=2)
     cfg.update(config or {})
-    return _from_cfg(model, cfg, str(spec))
+    return at_precision(_from_cfg(model, cfg, str(spec)), precision)
+
+
+def at_precision(loaded: LoadedModel, precision: str | None) -> LoadedModel:
+    """``loaded`` computing in ``precision`` (``None``: as it is); the weights are shared values."""
+    if precision is None or precision == loaded.precision:
+        return loaded
+    if loaded.precision != "float32":
+        raise InvalidInputError(f"{loaded.name} already computes in {loaded.precision}; load it again "
+                                f"for {precision}.")
+    return LoadedModel(with_precision(loaded.model, precision), loaded.preprocessing, loaded.label_names,
+                       loaded.name, loaded.config, precision)
 
 
 # --------------------------------------------------------------------------- maths
@@ -193,18 +210,21 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
 def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *,
              data_dir: str | None = None, batch_size: int = 100, tta: str = "none",
              progress: bool = True, skip_corrupt: bool = False, verify: str = "header",
-             download: bool = True, pipeline: str = "auto") -> dict:
+             download: bool = True, pipeline: str = "auto", precision: str | None = None) -> dict:
     """Loads ``model_spec`` and evaluates it on ``dataset``/``split``.
 
     ``dataset`` and ``split`` default to the model's ``pretrained.json``
     (``dataset``; ``metrics.split``). A class-folder dataset is mapped onto the
-    model's label names.
+    model's label names. ``precision="bfloat16"`` evaluates the model computing in
+    bfloat16 (float32 weights and outputs; see :func:`load_for_inference`); ``None``: as
+    loaded (float32 for a name or path).
 
     Returns:
         :func:`evaluate_model`'s result with ``per_class_top1`` keyed by label name, plus
-        ``model``, ``dataset`` and ``split``.
+        ``model``, ``dataset``, ``split`` and ``precision``.
     """
-    loaded = model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec)
+    loaded = at_precision(model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec),
+                          precision)
     dataset = dataset or loaded.config.get("dataset")
     split = split or (loaded.config.get("metrics") or {}).get("split") or "test"
     if not dataset:
@@ -215,7 +235,7 @@ def evaluate(model_spec, dataset: str | None = None, split: str | None = None, *
     result = evaluate_model(loaded.model, source, loaded.preprocessing, batch_size=batch_size,
                             tta=tta, progress=progress, pipeline=pipeline)
     result["per_class_top1"] = dict(zip(source.label_names, result["per_class_top1"]))
-    result.update({"model": loaded.name, "dataset": dataset, "split": split})
+    result.update({"model": loaded.name, "dataset": dataset, "split": split, "precision": loaded.precision})
     return result
 
 
@@ -242,8 +262,11 @@ def preprocess_images(images, preprocessing) -> np.ndarray:
 
 
 def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
-            progress: bool = False) -> list[dict]:
+            progress: bool = False, precision: str | None = None) -> list[dict]:
     """Top-``k`` classes for each image file.
+
+    ``precision="bfloat16"`` runs the model in bfloat16 (see :func:`load_for_inference`);
+    ``None``: as loaded (float32 for a name or path).
 
     Returns:
         One dict per file, in order: ``{"file": path, "top": [{"label": name,
@@ -255,7 +278,8 @@ def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
     """
     if top_k < 1:
         raise InvalidInputError(f"top_k must be >= 1; received {top_k}.")
-    loaded = model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec)
+    loaded = at_precision(model_spec if isinstance(model_spec, LoadedModel) else load_for_inference(model_spec),
+                          precision)
     paths = [os.fspath(p) for p in image_paths]
     if not paths:
         raise InvalidInputError("No image files given.")

@@ -27,7 +27,7 @@ import os
 import sys
 
 #: Modules of this package that add commands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("_train", "_inference", "_data", "_weights")
+COMMAND_MODULES = ("_train", "_inference", "_data", "_weights", "_explain", "_export")
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options every command takes."""

@@ -25,6 +25,8 @@ def _add_evaluate_parser(sub):
     p.add_argument("--verify", default="header", choices=["header", "full", "none"])
     p.add_argument("--pipeline", default="auto", choices=PIPELINES,
                    help="input pipeline: grain (every backend; auto) or tf (tf.data)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="compute in bfloat16 (float32 weights and logits), or float32")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.add_argument("--per-class", action="store_true", help="also print the top-1 of every class")
     p.add_argument("--no-progress", action="store_true")
@@ -35,11 +37,13 @@ def cmd_evaluate(args) -> int:
     from keras_attention.evaluation import evaluate
     result = evaluate(args.model, args.dataset, args.split, data_dir=args.data_dir,
                       batch_size=args.batch_size, tta=args.tta, progress=not args.no_progress,
-                      skip_corrupt=args.skip_corrupt, verify=args.verify, pipeline=args.pipeline)
+                      skip_corrupt=args.skip_corrupt, verify=args.verify, pipeline=args.pipeline,
+                      precision=args.precision)
     tta = "" if result["tta"] == "none" else f", TTA {result['tta']}"
+    precision = "" if result["precision"] == "float32" else f", {result['precision']}"
     print(f"{result['model']} on {result['dataset']} [{result['split']}]: "
           f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-          f"({result['num_examples']} images{tta})", flush=True)
+          f"({result['num_examples']} images{tta}{precision})", flush=True)
     if args.per_class:
         width = max(map(len, result["per_class_top1"]))
         for label, top1 in result["per_class_top1"].items():
@@ -59,13 +63,16 @@ def _add_predict_parser(sub):
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="compute in bfloat16 (float32 weights and logits), or float32")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
 def cmd_predict(args) -> int:
     from keras_attention.evaluation import predict
-    results = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    results = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size,
+                      precision=args.precision)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -5,6 +5,16 @@ Keras's own layers): ``__init__`` stores and validates the configuration, ``buil
 creates weights and sub-layers (passing ``dtype=self.dtype_policy`` so mixed
 precision reaches them), ``call`` uses ``keras.ops`` only, and ``get_config``
 returns exactly the constructor arguments.
+
+Attention maps. Every attention layer also has ``call_with_maps(inputs, training=None,
+queries=None) -> (outputs, maps)``: ``outputs`` is exactly what ``call`` returns (``call``
+is ``call_with_maps(...)[0]``, so the two cannot drift apart) and ``maps`` a dict of the
+float tensors the layer computed on the way (its gates, attention weights, masks, ...;
+the keys and shapes are listed in each class's ``MAPS``). ``queries`` (pairwise layers
+only) are query positions as ``(y, x)`` fractions of the input map in ``[0, 1]``: the layer
+then returns the attention rows of those positions only, ``(N, Q, H', W')``, instead of the
+whole ``(N, H*W, H'*W')`` matrix. :mod:`keras_attention.explain` reads them from one
+forward pass over a model (:func:`keras_attention.explain.probe_model`).
 """
 
 from __future__ import annotations
@@ -141,3 +151,43 @@ def spatial_mean(x, keepdims: bool = False):
 def sublayer_kwargs(layer: keras.layers.Layer, name: str) -> dict:
     """Keyword arguments for a sub-layer: the parent's dtype policy and a scoped name."""
     return {"dtype": layer.dtype_policy, "name": f"{layer.name}_{name}"}
+
+
+def query_indices(queries, height, width):
+    """Flat row-major indices ``(Q,)`` (int32) of ``(y, x)`` fractions in ``[0, 1]`` on an H x W grid.
+
+    Position ``(y, x)`` is the cell ``(min(floor(y H), H - 1), min(floor(x W), W - 1))``, so
+    ``(0.5, 0.5)`` is the centre cell (the lower-right of the four for even sizes). H and W
+    may be tensors (dynamic shapes).
+    """
+    fractions = ops.convert_to_tensor([[float(y), float(x)] for y, x in queries], "float32")
+    h, w = ops.cast(height, "float32"), ops.cast(width, "float32")
+    rows = ops.minimum(ops.floor(fractions[:, 0] * h), h - 1.0)
+    cols = ops.minimum(ops.floor(fractions[:, 1] * w), w - 1.0)
+    return ops.cast(rows * w + cols, "int32")
+
+
+def check_queries(queries):
+    """Validates ``queries`` (a sequence of ``(y, x)`` fractions in [0, 1], or None); returns a tuple."""
+    if queries is None:
+        return None
+    try:
+        pairs = tuple((float(y), float(x)) for y, x in queries)
+    except (TypeError, ValueError):
+        raise ValueError(f"`queries` must be a sequence of (y, x) fractions in [0, 1], "
+                         f"received {queries!r}.") from None
+    if not pairs or any(not (0.0 <= v <= 1.0) for pair in pairs for v in pair):
+        raise ValueError(f"`queries` must be a non-empty sequence of (y, x) fractions in [0, 1], "
+                         f"received {queries!r}.")
+    return pairs
+
+
+def query_rows(attention, queries, height, width, key_height, key_width):
+    """Rows of a float32 ``(N, H*W, H'*W')`` attention for ``queries``, as ``(N, Q, H', W')``.
+
+    Without ``queries`` returns ``attention`` unchanged.
+    """
+    if queries is None:
+        return attention
+    rows = ops.take(attention, query_indices(queries, height, width), axis=1)
+    return ops.reshape(rows, (ops.shape(attention)[0], len(queries), key_height, key_width))

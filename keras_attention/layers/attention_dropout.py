@@ -232,6 +232,9 @@ class ADCM(keras.layers.Layer):
             (``(N, 1, 1, C)`` and ``(N, H, W, 1)``, compute dtype).
         **kwargs: standard layer arguments.
 
+    Maps (``call_with_maps``): ``"channel_gate"`` ``(N, C)`` (``Mc``) and ``"position_gate"``
+    ``(N, H, W)`` (``Ms``), both in (0, 1).
+
     Input ``(N, H, W, C)``; output same shape and compute dtype. Weights: ``channel_fc1``
     (``C x C/r`` + bias), ``channel_fc2`` (``C/r x C`` + bias), ``position_reduce``
     (1x1, ``C x 3`` + bias), ``position_conv`` (``k x k x 3 x 1`` + bias).
@@ -245,6 +248,8 @@ class ADCM(keras.layers.Layer):
         Neural Networks", ICLR 2013 (sampling from the multinomial given by the activities in
         training, probabilistic weighting at test time).
     """
+
+    MAPS = {"channel_gate": "(N, C) in (0, 1)", "position_gate": "(N, H, W) in (0, 1)"}
 
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, position_channels: int = 3, position_kernel_size: int = 3,
@@ -301,11 +306,17 @@ class ADCM(keras.layers.Layer):
         return ops.sigmoid(self.position_conv(self.position_reduce(x)))
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"channel_gate": (N, C), "position_gate": (N, H, W)})``; see
+        :mod:`keras_attention.layers._common`."""
         channel_map = self.channel_map(inputs, training)
         x = self.channel_dropout([inputs * channel_map, channel_map], training=training)
         position_map = self.position_map(x)
         y = self.position_dropout([x * position_map, position_map], training=training)
-        return (y, channel_map, position_map) if self.return_attention else y
+        maps = {"channel_gate": channel_map[:, 0, 0, :], "position_gate": position_map[..., 0]}
+        return ((y, channel_map, position_map) if self.return_attention else y), maps
 
     def compute_output_shape(self, input_shape):
         if not self.return_attention:

@@ -54,6 +54,11 @@ class BilinearAttentionTransform(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor with H and W multiples of ``block_size``. Output:
     same shape, in the layer's compute dtype.
 
+    Maps (``call_with_maps``): ``"row_transform"`` ``P`` and ``"column_transform"`` ``Q``,
+    each ``(N, G, b, b)``: ``P[n, g, i, j]`` is the weight of block row j in output block
+    row i (rows sum to 1), ``Q[n, g, l, k]`` the weight of block column l in output block
+    column k (columns sum to 1).
+
     Raises:
         ValueError: non-positive ``block_size``/``groups``/reduction arguments, ``dropout_rate``
             outside [0, 1), d not divisible by ``groups``, a known H or W that is not a
@@ -66,6 +71,9 @@ class BilinearAttentionTransform(keras.layers.Layer):
         github.com/BA-Transform/BAT-Image-Classification; structure and names as timm's
         ``timm/layers/non_local_attn.py`` (``BatNonLocalAttn``, ``BilinearAttnTransform``).
     """
+
+    MAPS = {"row_transform": "(N, G, b, b) P, rows sum to 1",
+            "column_transform": "(N, G, b, b) Q, columns sum to 1"}
 
     def __init__(self, block_size: int = 7, groups: int = 2, reduction_ratio: float = 4,
                  reduction_channels: int | None = None, reduction_divisor: int = 8, dropout_rate: float = 0.2,
@@ -115,6 +123,10 @@ class BilinearAttentionTransform(keras.layers.Layer):
 
     def _transform(self, u, training):
         """The bilinear transform of ``u`` (N, H, W, d) -> same shape (timm's ``BilinearAttnTransform``)."""
+        return self._transform_with_maps(u, training)[0]
+
+    def _transform_with_maps(self, u, training):
+        """:meth:`_transform`'s output and the P and Q it used, ``(N, G, b, b)`` each."""
         b, g, d = self.block_size, self.groups, self.width_
         shape = ops.shape(u)
         n, h, w = shape[0], shape[1], shape[2]
@@ -129,13 +141,18 @@ class BilinearAttentionTransform(keras.layers.Layer):
         y = ops.einsum("ngij,njalbgc->nialbgc", p, blocks)
         y = ops.einsum("nialbgc,nglk->niakbgc", y, q)
         y = ops.reshape(y, (n, h, w, d))
-        return ops.relu(self.ba_bn2(self.ba_conv2(y), training=training))
+        return ops.relu(self.ba_bn2(self.ba_conv2(y), training=training)), p, q
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"row_transform": P, "column_transform": Q})``, both ``(N, G, b, b)``;
+        see :mod:`keras_attention.layers._common`."""
         u = ops.relu(self.bn1(self.conv1(inputs), training=training))
-        y = self._transform(u, training)
+        y, p, q = self._transform_with_maps(u, training)
         y = ops.relu(self.bn2(self.conv2(y), training=training))
-        return inputs + self.dropout(y, training=training)
+        return inputs + self.dropout(y, training=training), {"row_transform": p, "column_transform": q}
 
     def compute_output_shape(self, input_shape):
         return input_shape

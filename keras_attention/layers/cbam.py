@@ -40,6 +40,8 @@ class ChannelAttention(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor, any H and W. Output: same shape and dtype (the
     layer's compute dtype).
 
+    Maps (``call_with_maps``): ``"gate"`` ``(N, C)``, the channel gate ``s`` in (0, 1).
+
     Raises:
         ValueError: reduction arguments not positive; input not 4D or with unknown channels.
 
@@ -48,6 +50,8 @@ class ChannelAttention(keras.layers.Layer):
         Sec. 3 (channel attention module) and Fig. 2; official code
         github.com/Jongchan/attention-module, MODELS/cbam.py (``ChannelGate``).
     """
+
+    MAPS = {"gate": "(N, C) channel gate in (0, 1)"}
 
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, **kwargs):
@@ -66,9 +70,14 @@ class ChannelAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
+        return self.call_with_maps(inputs)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"gate": (N, C)})``; see :mod:`keras_attention.layers._common`."""
         descriptors = ops.stack([spatial_mean(inputs), ops.max(inputs, axis=(1, 2))], axis=1)
         logits = ops.sum(self.fc2(self.fc1(descriptors)), axis=1)  # shared MLP, summed
-        return inputs * ops.sigmoid(logits)[:, None, None, :]
+        gate = ops.sigmoid(logits)
+        return inputs * gate[:, None, None, :], {"gate": gate}
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -107,6 +116,8 @@ class SpatialAttention(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor, any H and W. Output: same shape and dtype (the
     layer's compute dtype).
 
+    Maps (``call_with_maps``): ``"gate"`` ``(N, H, W)``, the spatial gate ``s`` in (0, 1).
+
     Raises:
         ValueError: ``kernel_size`` not a positive odd integer; input not 4D or with unknown
             channels.
@@ -117,6 +128,8 @@ class SpatialAttention(keras.layers.Layer):
         github.com/Jongchan/attention-module, MODELS/cbam.py (``SpatialGate``,
         ``ChannelPool``, ``BasicConv``) and MODELS/model_resnet.py (initialisation).
     """
+
+    MAPS = {"gate": "(N, H, W) spatial gate in (0, 1)"}
 
     def __init__(self, kernel_size: int = 7, zero_init_gamma: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -139,11 +152,16 @@ class SpatialAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"gate": (N, H, W)})``; see :mod:`keras_attention.layers._common`."""
         channel_max = ops.max(inputs, axis=-1, keepdims=True)
         channel_mean = ops.cast(ops.mean(ops.cast(inputs, "float32"), axis=-1, keepdims=True),
                                 inputs.dtype)
         pooled = ops.concatenate([channel_max, channel_mean], axis=-1)
-        return inputs * ops.sigmoid(self.norm(self.conv(pooled), training=training))
+        gate = ops.sigmoid(self.norm(self.conv(pooled), training=training))
+        return inputs * gate, {"gate": gate[..., 0]}
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -173,6 +191,9 @@ class CBAM(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor, any H and W. Output: same shape and dtype (the
     layer's compute dtype).
 
+    Maps (``call_with_maps``): ``"channel_gate"`` ``(N, C)`` and ``"spatial_gate"``
+    ``(N, H, W)``, both in (0, 1) (the spatial gate is computed on the channel-gated map).
+
     Raises:
         ValueError: reduction arguments not positive; ``spatial_kernel_size`` not a
             positive odd integer; input not 4D or with unknown channels.
@@ -181,6 +202,8 @@ class CBAM(keras.layers.Layer):
         Woo, Park, Lee, Kweon. "CBAM: Convolutional Block Attention Module", ECCV 2018;
         official code github.com/Jongchan/attention-module, MODELS/cbam.py (``CBAM``).
     """
+
+    MAPS = {"channel_gate": "(N, C) in (0, 1)", "spatial_gate": "(N, H, W) in (0, 1)"}
 
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, spatial_kernel_size: int = 7,
@@ -207,7 +230,19 @@ class CBAM(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        return self.spatial(self.channel(inputs), training=training)
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"channel_gate": (N, C), "spatial_gate": (N, H, W)})``; see
+        :mod:`keras_attention.layers._common`.
+
+        The two sub-layers run through ``call_with_maps`` (not their ``__call__``), so their
+        inputs are not cast again: they share this layer's dtype policy, and ``__call__``
+        has already cast ``inputs`` to it.
+        """
+        channel_out, channel_maps = self.channel.call_with_maps(inputs)
+        outputs, spatial_maps = self.spatial.call_with_maps(channel_out, training=training)
+        return outputs, {"channel_gate": channel_maps["gate"], "spatial_gate": spatial_maps["gate"]}
 
     def compute_output_shape(self, input_shape):
         return input_shape

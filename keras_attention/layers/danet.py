@@ -84,6 +84,9 @@ class DANetChannelAttention(keras.layers.Layer):
     Input ``(N, H, W, C)``; output same shape and the compute dtype. Memory O(C^2) for the
     attention plus O(HW C) for the products; the energies are computed in float32.
 
+    Maps (``call_with_maps``): ``"attention"`` float32 ``(N, C, C)`` (rows sum to 1; the
+    ``queries`` of the spatial layers do not apply).
+
     Raises:
         ValueError: input not 4D or unknown channels.
 
@@ -91,6 +94,8 @@ class DANetChannelAttention(keras.layers.Layer):
         Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019, Sec. 3.3,
         Fig. 3(B); github.com/junfu1115/DANet (``encoding/nn/da_att.py``).
     """
+
+    MAPS = {"attention": "float32 (N, C, C), row j: weights of every channel for channel j"}
 
     def __init__(self, return_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -101,6 +106,10 @@ class DANetChannelAttention(keras.layers.Layer):
         self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
 
     def call(self, inputs):
+        return self.call_with_maps(inputs)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"attention": (N, C, C)})``; see :mod:`keras_attention.layers._common`."""
         flat = ops.cast(flatten_positions(inputs), "float32")  # (N, HW, C)
         energy = ops.matmul(ops.transpose(flat, (0, 2, 1)), flat)  # (N, C, C)
         energy = ops.max(energy, axis=-1, keepdims=True) - energy
@@ -108,7 +117,7 @@ class DANetChannelAttention(keras.layers.Layer):
         out = ops.matmul(flat, ops.transpose(attention, (0, 2, 1)))  # out[n, p, j] = sum_i x_ji A[p, i]
         out = ops.reshape(ops.cast(out, self.compute_dtype), ops.shape(inputs))
         outputs = inputs + ops.cast(self.gamma, self.compute_dtype) * out
-        return (outputs, attention) if self.return_attention else outputs
+        return ((outputs, attention) if self.return_attention else outputs), {"attention": attention}
 
     def compute_output_shape(self, input_shape):
         if not self.return_attention:
@@ -145,6 +154,10 @@ class DualAttentionHead(keras.layers.Layer):
     Input ``(N, H, W, C)``. Output ``(N, H, W, num_classes or C/r)`` in the compute
     dtype (a tuple when ``return_branches``/``return_attention``).
 
+    Maps (``call_with_maps``): ``"position_attention"`` (the position branch's
+    ``"attention"``: ``(N, Q, H', W')`` for ``queries``, else ``(N, H*W, H'*W')``) and
+    ``"channel_attention"`` ``(N, C/r, C/r)``, float32.
+
     Raises:
         ValueError: non-positive arguments, ``dropout_rate`` outside [0, 1), input not 4D.
 
@@ -152,6 +165,9 @@ class DualAttentionHead(keras.layers.Layer):
         Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019, Sec. 3.4;
         github.com/junfu1115/DANet (``encoding/models/sseg/danet.py``, ``DANetHead``).
     """
+
+    MAPS = {"position_attention": "float32 (N, Q, H', W') for Q query positions, else (N, H*W, H'*W')",
+            "channel_attention": "float32 (N, C/r, C/r)"}
 
     def __init__(self, reduction_ratio: float = 4, reduction_channels: int | None = None,
                  num_classes: int | None = None, dropout_rate: float = 0.1, subsample: int = 1,
@@ -210,7 +226,14 @@ class DualAttentionHead(keras.layers.Layer):
         return self.classifiers[index](self.dropout(x, training=training))
 
     def call(self, inputs, training=None):
-        position, position_map = self.pam(self._apply(self.conv5a, inputs, training))
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"position_attention", "channel_attention"})``; see
+        :mod:`keras_attention.layers._common`. The branches run through their own
+        ``call_with_maps`` (same dtype policy as this layer, so no second cast is needed)."""
+        (position, position_map), position_maps = self.pam.call_with_maps(
+            self._apply(self.conv5a, inputs, training), training=training, queries=queries)
         position = self._apply(self.conv51, position, training)
         channel, channel_map = self.cam(self._apply(self.conv5c, inputs, training))
         channel = self._apply(self.conv52, channel, training)
@@ -219,7 +242,8 @@ class DualAttentionHead(keras.layers.Layer):
             outputs += (self._classify(0, position, training), self._classify(1, channel, training))
         if self.return_attention:
             outputs += (position_map, channel_map)
-        return outputs[0] if len(outputs) == 1 else outputs
+        maps = {"position_attention": position_maps["attention"], "channel_attention": channel_map}
+        return (outputs[0] if len(outputs) == 1 else outputs), maps
 
     def compute_output_shape(self, input_shape):
         channels = self.num_classes if self.num_classes is not None else reduced_channels(

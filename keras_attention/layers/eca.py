@@ -54,6 +54,8 @@ class ECA(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor, any H and W. Output: same shape and dtype (the
     layer's compute dtype).
 
+    Maps (``call_with_maps``): ``"gate"`` ``(N, C)``, the channel gate ``s`` in (0, 1).
+
     Raises:
         ValueError: ``kernel_size`` not a positive odd integer; ``gamma`` not positive;
             input not 4D or with unknown channels. TypeError: arguments of a wrong type;
@@ -64,6 +66,8 @@ class ECA(keras.layers.Layer):
         Convolutional Neural Networks", CVPR 2020, Sec. 3 and Fig. 3; official code
         github.com/BangguWu/ECANet, models/eca_module.py and README.md (released models).
     """
+
+    MAPS = {"gate": "(N, C) channel gate in (0, 1)"}
 
     def __init__(self, kernel_size: int | None = None, gamma: float = 2, b: float = 1, **kwargs):
         for key in REDUCTION_ARGUMENTS:
@@ -91,10 +95,15 @@ class ECA(keras.layers.Layer):
         self.conv.build((None, channels, 1))
         self.built = True
 
+
     def call(self, inputs):
+        return self.call_with_maps(inputs)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"gate": (N, C)})``; see :mod:`keras_attention.layers._common`."""
         descriptor = spatial_mean(inputs)[:, :, None]  # (N, C, 1): channels as the length axis
         gate = ops.sigmoid(self.conv(descriptor))[:, :, 0]
-        return inputs * gate[:, None, None, :]
+        return inputs * gate[:, None, None, :], {"gate": gate}
 
     def compute_output_shape(self, input_shape):
         return input_shape

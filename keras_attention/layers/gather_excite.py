@@ -90,6 +90,10 @@ class GatherExcite(keras.layers.Layer):
     extent: the H, W seen at build time only). Output: same shape, the layer's compute
     dtype.
 
+    Maps (``call_with_maps``): ``"gate"``, the excite gate in (0, 1) at the gather's
+    extent: ``(N, C)`` for the global extent, ``(N, ceil(H/e), ceil(W/e), C)`` otherwise (before
+    its nearest-neighbour upsampling).
+
     Raises:
         ValueError: unknown ``variant``; ``extent`` not in {2, 4, 8, "global"}; reduction
             arguments not positive; input not 4D or with unknown channels; unknown H or W
@@ -102,6 +106,8 @@ class GatherExcite(keras.layers.Layer):
         GE-θ, RN50-GEPP.prototxt = GE-θ⁺, all global extent; figures/GEPF8.jpg and
         figures/GEP8.jpg for extent 8).
     """
+
+    MAPS = {"gate": "(N, C) for the global extent, else (N, ceil(H/e), ceil(W/e), C); in (0, 1)"}
 
     def __init__(self, variant: str = "theta-", extent: int | str = "global",
                  reduction_ratio: float = 16, reduction_channels: int | None = None,
@@ -191,14 +197,19 @@ class GatherExcite(keras.layers.Layer):
         counts = ops.average_pool(valid, size, e, padding="valid")
         return ops.cast(sums / counts, inputs.dtype)
 
+
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"gate": ...})``; see :mod:`keras_attention.layers._common`."""
         gathered = self._gather(inputs, training)
         if self.fc1 is not None:
             gathered = self.fc2(self.fc1(ops.relu(gathered)))
         gate = ops.sigmoid(gathered)
         if self.extent == "global":
-            return inputs * gate  # (N, 1, 1, C) broadcasts over H and W
-        return inputs * self._upsample(gate, inputs)
+            return inputs * gate, {"gate": gate[:, 0, 0, :]}  # (N, 1, 1, C) broadcasts over H, W
+        return inputs * self._upsample(gate, inputs), {"gate": gate}
 
     @staticmethod
     def _upsample(gate, inputs):

@@ -59,6 +59,10 @@ class GlobalContext(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor, any H and W. Output: same shape and dtype (the
     layer's compute dtype).
 
+    Maps (``call_with_maps``): ``"context_weights"`` ``(N, H, W)``, the softmax attention
+    ``a`` (float32, sums to 1 over H*W; only with ``context_modeling="attention"``), and
+    ``"transform"`` ``(N, C)``, the fused term ``t`` (added, or gated by ``sigmoid(t)``).
+
     Raises:
         ValueError: unknown ``context_modeling`` or ``fusion``; reduction arguments or
             ``epsilon`` not positive; input not 4D or with unknown channels.
@@ -68,6 +72,9 @@ class GlobalContext(keras.layers.Layer):
         and Beyond", ICCV Workshops 2019 / TPAMI 2020, Sec. 4 and Fig. 4(d); official code
         github.com/xvjiarui/GCNet, mmdet/ops/ct/context_block.py (``ContextBlock2d``).
     """
+
+    MAPS = {"context_weights": "(N, H, W) softmax over H*W (context_modeling='attention' only)",
+            "transform": "(N, C) the fused term t"}
 
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, context_modeling: str = "attention",
@@ -101,21 +108,37 @@ class GlobalContext(keras.layers.Layer):
         self.built = True
 
     def _context(self, inputs):
+        """The context ``z`` ``(N, C)``."""
+        return self._context_and_weights(inputs)[0]
+
+    def _context_and_weights(self, inputs):
+        """``(context (N, C), softmax weights (N, H, W, 1) float32 or None)``."""
         if self.conv_mask is None:
-            return spatial_mean(inputs)
+            return spatial_mean(inputs), None
         logits = ops.cast(self.conv_mask(inputs), "float32")  # (N, H, W, 1)
         logits = logits - ops.max(logits, axis=(1, 2), keepdims=True)
         weights = ops.exp(logits)
         weights = weights / ops.sum(weights, axis=(1, 2), keepdims=True)  # softmax over H*W
-        context = ops.einsum("nhwo,nhwc->nc", weights, ops.cast(inputs, "float32"))
-        return ops.cast(context, inputs.dtype)
+        # sum_hw a_hw x_hw as a product and a sum (LiteRT has no builtin for the einsum)
+        context = ops.sum(weights * ops.cast(inputs, "float32"), axis=(1, 2))
+        return ops.cast(context, inputs.dtype), weights
+
 
     def call(self, inputs):
-        transform = self.fc2(ops.relu(self.norm(self.fc1(self._context(inputs)))))
+        return self.call_with_maps(inputs)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"context_weights": (N, H, W), "transform": (N, C)})``; see
+        :mod:`keras_attention.layers._common`."""
+        context, weights = self._context_and_weights(inputs)
+        transform = self.fc2(ops.relu(self.norm(self.fc1(context))))
+        maps = {"transform": transform}
+        if weights is not None:
+            maps["context_weights"] = weights[..., 0]
         transform = transform[:, None, None, :]
         if self.fusion == "add":
-            return inputs + transform
-        return inputs * ops.sigmoid(transform)
+            return inputs + transform, maps
+        return inputs * ops.sigmoid(transform), maps
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -7,7 +7,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_attention.layers._common import check_image_shape, serializable, sublayer_kwargs
+from keras_attention.layers._common import check_image_shape, serializable, spatial_mean, sublayer_kwargs
 from keras_attention.layers.factory import register_attention
 
 DEFAULT_SPARSITY = 1e-4  # the official train_cifar100.py: --s, "scale sparse rate", 0.0001
@@ -92,6 +92,13 @@ class NAM(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor, any H and W (``spatial=True``: the H, W seen at
     build time). Output: same shape and dtype (the layer's compute dtype).
 
+    Maps (``call_with_maps``): ``"channel_weights"`` ``(N, C)``, the channel weights
+    ``w = |γ| / Σ|γ|`` (the same for every image; they sum to 1), and ``"mean_gate"``
+    ``(N, C)``, the channel gate ``sigmoid(w ⊙ BN(x))`` averaged over H and W, in (0, 1);
+    with ``spatial=True`` also ``"pixel_weights"`` ``(N, H, W)`` (``|λ| / Σ|λ|``, the same
+    for every image) and ``"mean_pixel_gate"`` ``(N, H, W)`` (the pixel gate averaged over
+    the channels).
+
     Raises:
         ValueError: negative ``sparsity``; input not 4D or with unknown channels; unknown
             H or W with ``spatial=True``. TypeError: ``sparsity`` or ``spatial`` of a wrong
@@ -102,6 +109,11 @@ class NAM(keras.layers.Layer):
         2021 Workshop (arXiv:2111.12419), Sec. 3, Eq. 1-4; official code
         github.com/Christian-lyc/NAM, MODELS/attention.py and train_cifar100.py (updateBN).
     """
+
+    MAPS = {"channel_weights": "(N, C) |gamma| / sum |gamma| (image-independent)",
+            "mean_gate": "(N, C) channel gate averaged over H, W, in (0, 1)",
+            "pixel_weights": "(N, H, W) |lambda| / sum |lambda| (spatial=True only)",
+            "mean_pixel_gate": "(N, H, W) pixel gate averaged over C, in (0, 1) (spatial=True only)"}
 
     def __init__(self, spatial: bool = False, sparsity: float | None = DEFAULT_SPARSITY, **kwargs):
         for key in ("reduction_ratio", "reduction_channels", "reduction_divisor"):
@@ -140,8 +152,18 @@ class NAM(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"channel_weights", "mean_gate"[, "pixel_weights", "mean_pixel_gate"]})``;
+        see :mod:`keras_attention.layers._common`."""
         normed = self.channel_norm(inputs, training=training)
-        out = ops.sigmoid(normed * _importance(self.channel_norm.gamma, normed.dtype)) * inputs
+        channel_weights = _importance(self.channel_norm.gamma, normed.dtype)
+        channel_gate = ops.sigmoid(normed * channel_weights)
+        out = channel_gate * inputs
+        batch = ops.shape(inputs)[0]
+        maps = {"channel_weights": ops.broadcast_to(channel_weights[None], (batch, inputs.shape[-1])),
+                "mean_gate": spatial_mean(channel_gate)}
         if self.pixel_norm is not None:
             _, height, width, channels = inputs.shape
             pixels = ops.reshape(out, (-1, height * width, channels))
@@ -149,7 +171,10 @@ class NAM(keras.layers.Layer):
             weights = _importance(self.pixel_norm.gamma, normed.dtype)[None, :, None]
             gate = ops.reshape(ops.sigmoid(normed * weights), (-1, height, width, channels))
             out = gate * out
-        return out
+            maps["pixel_weights"] = ops.broadcast_to(ops.reshape(weights, (1, height, width)),
+                                                     (batch, height, width))
+            maps["mean_pixel_gate"] = ops.mean(ops.cast(gate, "float32"), axis=-1)
+        return out, maps
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -28,7 +28,8 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import (check_choice, check_image_shape, check_positive,
-                                            check_reduction, reduced_channels, sublayer_kwargs)
+                                            check_queries, check_reduction, query_rows,
+                                            reduced_channels, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 
 PAIRWISE_FUNCTIONS = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -47,6 +48,12 @@ def softmax_float32(logits):
 def pooled_size(size, pool: int):
     """Spatial size after a ``pool`` x ``pool`` max pool with stride ``pool`` ("valid")."""
     return None if size is None else size // pool
+
+
+def spatial_dims(x):
+    """``(H, W)`` of an NHWC tensor: static ints where known, else dynamic."""
+    dynamic = ops.shape(x)
+    return tuple(x.shape[i] if x.shape[i] is not None else dynamic[i] for i in (1, 2))
 
 
 def check_subsample(layer_name: str, subsample: int, input_shape):
@@ -102,6 +109,11 @@ class NonLocalBlock(keras.layers.Layer):
     Input: ``(N, H, W, C)``. Output: same shape, in the layer's compute dtype (the
     affinities and their normalisation are computed in float32).
 
+    Maps (``call_with_maps``): ``"attention"``, float32 ``f(x_i, x_j)/C(x)``: for the query
+    positions ``queries`` (``(y, x)`` fractions) ``(N, Q, H', W')`` over the (sub-sampled)
+    key grid, without queries the whole ``(N, H*W, H'*W')`` matrix (rows sum to 1 in the
+    softmax modes).
+
     Raises:
         ValueError: unknown ``mode`` (the valid ones are listed), non-positive widths
             or ``subsample``, input not 4D, unknown channels, H or W < ``subsample``.
@@ -111,6 +123,8 @@ class NonLocalBlock(keras.layers.Layer):
         Fig. 2; official code github.com/facebookresearch/video-nonlocal-net
         (``lib/models/nonlocal_helper.py``, ``lib/core/config.py``).
     """
+
+    MAPS = {"attention": "float32 (N, Q, H', W') for Q query positions, else (N, H*W, H'*W')"}
 
     def __init__(self, mode: str = "embedded_gaussian", reduction_ratio: float = 2,
                  reduction_channels: int | None = None, reduction_divisor: int = 1,
@@ -183,6 +197,11 @@ class NonLocalBlock(keras.layers.Layer):
         return softmax_float32(logits)
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"attention": ...})``; see :mod:`keras_attention.layers._common`."""
+        queries = check_queries(queries)
         pooled = self.pool(inputs) if self.subsample > 1 else inputs
         attention = self._affinity(inputs, pooled)
         values = ops.cast(flatten_positions(self.g(pooled)), "float32")
@@ -194,7 +213,8 @@ class NonLocalBlock(keras.layers.Layer):
         if self.use_bn:
             z = self.bn(z, training=training)
         outputs = inputs + z
-        return (outputs, attention) if self.return_attention else outputs
+        maps = {"attention": query_rows(attention, queries, *spatial_dims(inputs), *spatial_dims(pooled))}
+        return ((outputs, attention) if self.return_attention else outputs), maps
 
     def compute_output_shape(self, input_shape):
         if not self.return_attention:

@@ -70,8 +70,12 @@ def resize_align_corners(x, height: int, width: int):
         return x
     rows = _interpolation_matrix(height, in_h, x.dtype)
     cols = _interpolation_matrix(width, in_w, x.dtype)
-    x = ops.einsum("oh,nhwc->nowc", rows, x)
-    return ops.einsum("pw,nowc->nopc", cols, x)
+    # Two batched matrix products with the batch axis kept first (the einsums
+    # "oh,nhwc->nowc" and "pw,nowc->nopc"; LiteRT's conversion of those einsums gave a model
+    # its interpreter could not load).
+    x = ops.matmul(ops.transpose(x, (0, 2, 3, 1)), ops.transpose(rows))  # (n, w, c, out_h)
+    x = ops.matmul(ops.transpose(x, (0, 3, 2, 1)), ops.transpose(cols))  # (n, out_h, c, out_w)
+    return ops.transpose(x, (0, 1, 3, 2))
 
 
 @serializable
@@ -185,6 +189,8 @@ class ResidualAttentionModule(keras.layers.Layer):
 
     Input ``(N, H, W, C)`` (raw, pre-activation features; static H, W); output: same shape.
 
+    Maps (``call_with_maps``): ``"mask"`` ``(N, H, W, C)``, the soft mask ``M`` in (0, 1).
+
     Memory: O(HWC) per unit (no pairwise terms); the mask branch adds about 2x the trunk's
     activations.
 
@@ -196,6 +202,8 @@ class ResidualAttentionModule(keras.layers.Layer):
         Wang et al., "Residual Attention Network for Image Classification", CVPR 2017,
         Sec. 3, Fig. 2-3, Table 2; github.com/fwang91/residual-attention-network.
     """
+
+    MAPS = {"mask": "(N, H, W, C) soft mask in (0, 1)"}
 
     def __init__(self, num_pools: int = 1, pre_units: int = 1, trunk_units: int = 2, mask_units: int = 1,
                  return_attention: bool = False, **kwargs):
@@ -252,6 +260,10 @@ class ResidualAttentionModule(keras.layers.Layer):
         return x
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"mask": (N, H, W, C)})``; see :mod:`keras_attention.layers._common`."""
         x = self._run(self.pre, inputs, training)
         trunk = self._run(self.trunk, x, training)
         levels, skips = [], []
@@ -270,7 +282,7 @@ class ResidualAttentionModule(keras.layers.Layer):
         m = self.mask_conv2(ops.relu(self.mask_bn2(m, training=training)))
         mask = ops.sigmoid(m)
         outputs = self._run(self.post, trunk + trunk * mask, training)
-        return (outputs, mask) if self.return_attention else outputs
+        return ((outputs, mask) if self.return_attention else outputs), {"mask": mask}
 
     def compute_output_shape(self, input_shape):
         return (tuple(input_shape), tuple(input_shape)) if self.return_attention else tuple(input_shape)

@@ -67,6 +67,9 @@ class SelectiveKernel(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor. Output: ``(N, ceil(H/s), ceil(W/s), F)`` in the
     layer's compute dtype (the softmax over paths is computed in float32).
 
+    Maps (``call_with_maps``): ``"path_weights"`` ``(N, M, F)``, the selection weights ``a``
+    (softmax over the M paths, per channel; path m is ``dilations[m]``).
+
     Raises:
         ValueError: non-positive ``filters``/``strides``/``groups``/dilations or reduction
             arguments; fewer than two paths; with ``split_input`` C not divisible by the
@@ -78,6 +81,8 @@ class SelectiveKernel(keras.layers.Layer):
         select) and the SKNet-50 architecture table; official code github.com/implus/SKNet; structure and names as
         timm's ``timm/layers/selective_kernel.py`` (``SelectiveKernel``, ``SelectiveKernelAttn``).
     """
+
+    MAPS = {"path_weights": "(N, M, F) softmax over the M paths"}
 
     def __init__(self, filters: int | None = None, strides: int = 1, groups: int = 1,
                  dilations=(1, 2), split_input: bool = True, reduction_ratio: float = 16,
@@ -139,6 +144,10 @@ class SelectiveKernel(keras.layers.Layer):
         return keras.activations.get(self.activation)(self.bns[i](y, training=training))
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"path_weights": (N, M, F)})``; see :mod:`keras_attention.layers._common`."""
         paths = len(self.dilations)
         parts = ops.split(inputs, paths, axis=-1) if self.split_input else [inputs] * paths
         branches = ops.stack([self._branch(i, x, training) for i, x in enumerate(parts)], axis=1)  # (N, M, H, W, F)
@@ -146,7 +155,7 @@ class SelectiveKernel(keras.layers.Layer):
         z = ops.relu(self.attn_bn(self.fc_reduce(squeezed), training=training))
         logits = ops.reshape(self.fc_select(z), (-1, paths, self.filters_))  # timm: channel m * F + f
         weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=1), branches.dtype)
-        return ops.sum(branches * weights[:, :, None, None, :], axis=1)
+        return ops.sum(branches * weights[:, :, None, None, :], axis=1), {"path_weights": weights}
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape

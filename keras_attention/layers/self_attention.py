@@ -10,11 +10,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (check_image_shape, check_positive, check_reduction,
-                                            reduced_channels, serializable, sublayer_kwargs)
+from keras_attention.layers._common import (check_image_shape, check_positive, check_queries,
+                                            check_reduction, query_rows, reduced_channels,
+                                            serializable, sublayer_kwargs)
 from keras_attention.layers.factory import register_attention
 from keras_attention.layers.non_local import (check_subsample, flatten_positions, pooled_size,
-                                              softmax_float32)
+                                              softmax_float32, spatial_dims)
 
 
 @serializable
@@ -137,6 +138,10 @@ class SelfAttention2D(keras.layers.Layer):
     Input: ``(N, H, W, C)`` with ``C >= reduction_ratio``. Output: same shape, in the
     compute dtype; logits and softmax are computed in float32.
 
+    Maps (``call_with_maps``): ``"attention"``, float32 ``beta``: for the query positions
+    ``queries`` (``(y, x)`` fractions) ``(N, Q, H', W')`` over the (sub-sampled) key grid,
+    without queries the whole ``(N, H*W, H'*W')`` matrix; rows sum to 1.
+
     Raises:
         ValueError: non-positive widths/ratios/``subsample``, ``output_conv=False`` with
             ``C_v != C``, input not 4D, unknown channels, H or W < ``subsample``.
@@ -146,6 +151,8 @@ class SelfAttention2D(keras.layers.Layer):
         Networks", ICML 2019, Sec. 3, Fig. 2; official code
         github.com/brain-research/self-attention-gan (``non_local.py``).
     """
+
+    MAPS = {"attention": "float32 (N, Q, H', W') for Q query positions, else (N, H*W, H'*W')"}
 
     def __init__(self, reduction_ratio: float = 8, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, value_ratio: float = 8, value_channels: int | None = None,
@@ -195,11 +202,17 @@ class SelfAttention2D(keras.layers.Layer):
         return conv(x, training=training) if self.spectral_norm else conv(x)
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"attention": ...})``; see :mod:`keras_attention.layers._common`."""
+        queries = check_queries(queries)
         query = flatten_positions(self._sub(self.query, inputs, training))
         key = self._sub(self.key, inputs, training)
         value = self._sub(self.value, inputs, training)
         if self.subsample > 1:
             key, value = self.pool(key), self.pool(value)
+        key_grid = spatial_dims(key)
         key, value = flatten_positions(key), flatten_positions(value)
         logits = ops.matmul(ops.cast(query, "float32"), ops.transpose(ops.cast(key, "float32"), (0, 2, 1)))
         attention = softmax_float32(logits)  # (N, HW, H'W'), rows sum to 1
@@ -209,7 +222,8 @@ class SelfAttention2D(keras.layers.Layer):
         if self.output_conv:
             o = self._sub(self.out, o, training)
         outputs = inputs + ops.cast(self.gamma, self.compute_dtype) * o
-        return (outputs, attention) if self.return_attention else outputs
+        maps = {"attention": query_rows(attention, queries, *spatial_dims(inputs), *key_grid)}
+        return ((outputs, attention) if self.return_attention else outputs), maps
 
     def compute_output_shape(self, input_shape):
         if not self.return_attention:

@@ -115,6 +115,11 @@ class SpatialTransformer(keras.layers.Layer):
     Input ``(N, H, W, C)``; output ``(N, out_h, out_w, C)`` in the compute dtype (grid
     and interpolation are computed in float32).
 
+    Maps (``call_with_maps``): ``"theta"`` ``(N, 2, 3)``, ``"grid"`` ``(N, out_h, out_w, 2)``
+    (float32 source coordinates ``(x, y)`` of every output pixel, normalised to [-1, 1]:
+    -1 and 1 are the centres of the input's border pixels) and ``"output"`` (the sampled
+    output, as returned).
+
     Raises:
         ValueError: unknown ``transform`` (the valid ones are listed), bad sizes or
             widths, input not 4D, unknown channels, unknown H/W with the default
@@ -125,6 +130,9 @@ class SpatialTransformer(keras.layers.Layer):
         NeurIPS 2015, Sec. 3 and Fig. 2; identity initialisation as in the paper's
         experiments (Sec. 4).
     """
+
+    MAPS = {"theta": "float32 (N, 2, 3)", "grid": "float32 (N, out_h, out_w, 2) source (x, y) in [-1, 1]",
+            "output": "(N, out_h, out_w, C) the sampled output"}
 
     def __init__(self, output_size: Sequence[int] | None = None, transform: str = "affine",
                  localization: keras.layers.Layer | None = None,
@@ -187,6 +195,10 @@ class SpatialTransformer(keras.layers.Layer):
         return inputs.shape[1], inputs.shape[2]
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"theta", "grid", "output"})``; see :mod:`keras_attention.layers._common`."""
         features = inputs
         for layer in self.loc_layers:
             features = layer(features, training=training) if layer is self.localization else layer(features)
@@ -197,7 +209,8 @@ class SpatialTransformer(keras.layers.Layer):
                              "or an input with known H and W.")
         coords = affine_grid(theta, height, width)
         outputs = ops.cast(bilinear_sample(inputs, coords, height, width), self.compute_dtype)
-        return (outputs, theta) if self.return_attention else outputs
+        maps = {"theta": theta, "grid": ops.reshape(coords, (-1, height, width, 2)), "output": outputs}
+        return ((outputs, theta) if self.return_attention else outputs), maps
 
     def compute_output_shape(self, input_shape):
         height, width = self.output_size or (input_shape[1], input_shape[2])

@@ -56,6 +56,9 @@ class SplitAttention(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor. Output: ``(N, ceil(H/s), ceil(W/s), F)`` in the
     layer's compute dtype (the softmax over splits is computed in float32).
 
+    Maps (``call_with_maps``): ``"split_weights"`` ``(N, R, F)``, the weights ``a`` of each
+    split per output channel (softmax over the R splits; for R = 1 the sigmoid gate).
+
     Raises:
         ValueError: non-positive arguments; C not divisible by ``groups * radix``, or F or
             d not divisible by ``groups``; input not 4D or with unknown channels.
@@ -67,6 +70,8 @@ class SplitAttention(keras.layers.Layer):
         official code github.com/zhanghang1989/ResNeSt (``resnest/torch/models/splat.py``);
         names and layout as timm's ``timm/layers/split_attn.py``.
     """
+
+    MAPS = {"split_weights": "(N, R, F) softmax over the R splits (sigmoid gate for R = 1)"}
 
     def __init__(self, filters: int | None = None, kernel_size: int = 3, strides: int = 1, groups: int = 1,
                  radix: int = 2, reduction_ratio: float = 4, reduction_channels: int | None = None,
@@ -110,6 +115,10 @@ class SplitAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        return self.call_with_maps(inputs, training)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"split_weights": (N, R, F)})``; see :mod:`keras_attention.layers._common`."""
         act = keras.activations.get(self.activation)
         pad = self.kernel_size // 2
         x = self.conv(ops.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]]))
@@ -124,11 +133,12 @@ class SplitAttention(keras.layers.Layer):
         z = act(self.bn1(self.fc1(gap), training=training))
         logits = ops.cast(self.fc2(z), "float32")  # (N, 1, 1, R F), ordered (group, split, channel)
         if r == 1:
-            return x * ops.cast(ops.sigmoid(logits), x.dtype)
+            gate = ops.cast(ops.sigmoid(logits), x.dtype)  # (N, 1, 1, F)
+            return x * gate, {"split_weights": gate[:, 0]}
         logits = ops.reshape(logits, (-1, k, r, f // k))
         weights = ops.transpose(ops.softmax(logits, axis=2), (0, 2, 1, 3))  # (N, R, K, F/K)
-        weights = ops.cast(ops.reshape(weights, (-1, 1, 1, r, f)), x.dtype)
-        return ops.sum(splits * weights, axis=3)
+        weights = ops.cast(ops.reshape(weights, (-1, r, f)), x.dtype)
+        return ops.sum(splits * weights[:, None, None], axis=3), {"split_weights": weights}
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape

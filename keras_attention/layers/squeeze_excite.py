@@ -29,6 +29,8 @@ class SqueezeExcite(keras.layers.Layer):
     Input: ``(N, H, W, C)`` float tensor, any H and W. Output: same shape and dtype
     (the layer's compute dtype).
 
+    Maps (``call_with_maps``): ``"gate"`` ``(N, C)``, the excitation ``s`` in (0, 1).
+
     Raises:
         ValueError: ``reduction_ratio``/``reduction_channels``/``reduction_divisor`` not
             positive; input not 4D or with unknown channels.
@@ -37,6 +39,8 @@ class SqueezeExcite(keras.layers.Layer):
         Hu, Shen, Albanie, Sun, Wu. "Squeeze-and-Excitation Networks", CVPR 2018 /
         TPAMI 2019, Sec. 3 and Fig. 3; official code github.com/hujie-frank/SENet.
     """
+
+    MAPS = {"gate": "(N, C) excitation in (0, 1)"}
 
     def __init__(self, reduction_ratio: float = 16, reduction_channels: int | None = None,
                  reduction_divisor: int = 1, activation: str = "relu", **kwargs):
@@ -55,10 +59,15 @@ class SqueezeExcite(keras.layers.Layer):
         self.fc1.build((input_shape[0], channels))
         self.fc2.build((input_shape[0], hidden))
 
+
     def call(self, inputs):
+        return self.call_with_maps(inputs)[0]
+
+    def call_with_maps(self, inputs, training=None, queries=None):
+        """``(outputs, {"gate": (N, C)})``; see :mod:`keras_attention.layers._common`."""
         squeezed = spatial_mean(inputs)
         gate = self.fc2(self.fc1(squeezed))
-        return inputs * gate[:, None, None, :]
+        return inputs * gate[:, None, None, :], {"gate": gate}
 
     def compute_output_shape(self, input_shape):
         return input_shape
