@@ -8,7 +8,7 @@ bfloat16 computation, float32 logits), and timm's ``resnet50`` / ``seresnet50`` 
 the same number of threads, ``torch.inference_mode``) are timed in the same rounds in both
 memory layouts (default NCHW-contiguous and channels-last) and both precisions (float32 and
 ``torch.autocast("cpu", torch.bfloat16)``). Writes the inference section of
-``docs/benchmarks.md`` (``--output``; a ``## Training throughput`` section below it is kept)
+``docs/benchmarks.md`` (``--output``; the training-throughput section below it, between ``scripts/benchmark_train.py``'s markers, is kept)
 and prints it.
 
     python scripts/benchmark.py                 # batch 16, 224x224, all variants
@@ -43,8 +43,8 @@ PAPER_GMACS = {"resnet50": 3.86, "se_resnet50": 3.87}
 #: timm models timed against ours: timm name -> our name.
 TIMM_MODELS = {"resnet50": "resnet50", "seresnet50": "se_resnet50"}
 TIMM_LAYOUTS = ("default", "channels_last")
-#: Where the training-throughput section (written by another script) starts; kept as it is.
-TRAINING_HEADING = "## Training throughput"
+#: Where the training-throughput section (scripts/benchmark_train.py's markers) starts; kept as it is.
+TRAINING_HEADING = "<!-- training-benchmark:begin -->"
 
 
 V1_SUFFIX = " (stride_in_1x1)"
