@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 import keras_attention as ka
+from keras_attention._files import atomic_write_text
 from keras_attention._precision import with_precision
 from keras_attention.complexity import count_macs, count_params
 
@@ -198,10 +199,7 @@ def main(argv=None) -> int:
                              f"{mine / default:.2f}x | {mine / max(default, last):.2f}x |")
     table = "\n".join(lines) + "\n"
     print(table)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(table + _keep_training_section(args.output))
-    os.replace(tmp, args.output)
+    atomic_write_text(args.output, table + _keep_training_section(args.output))
     return 0
 
 
