@@ -7,6 +7,7 @@ model on standard-normal inputs; a failure cell quotes the first line of the err
 
     python scripts/export_table.py                    # all rows, writes docs/export.md
     python scripts/export_table.py --rows se gc       # a few rows, printed only
+    python scripts/export_table.py --rows se --update # ... and replaced in docs/export.md
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_attention as ka  # noqa: E402
+from keras_attention._files import atomic_write_text  # noqa: E402
 from keras_attention.evaluation import load_for_inference  # noqa: E402
 from keras_attention.export import FORMATS, SUFFIXES, export  # noqa: E402
 
@@ -87,14 +89,22 @@ def _loaded(spec):
     return load_for_inference(model, config={"label_names": [f"class_{i}" for i in range(model.output_shape[-1])]})
 
 
+def _reason(err: Exception, folder) -> str:
+    """The error of a failed export as one short table cell: the temporary folder's path left out,
+    and of a runtime's long load error the clause that names the cause (its last one)."""
+    text = " ".join(str(err).replace(str(folder), "<artifact folder>").split()).replace("|", "\\|")
+    if len(text) > 300:  # what failed, then the end of the message, where the runtimes name the cause
+        text = f"{text.split(': ', 1)[0]}: ... {text[-200:]}"
+    return text
+
+
 def _cell(loaded, fmt, folder) -> str:
     path = Path(folder) / f"{fmt}{SUFFIXES[fmt]}"
     start = time.perf_counter()
     try:
         result = export(loaded, fmt, path, verify=True, verify_batch=4)
     except Exception as err:  # every failure is a table cell
-        text = str(err).replace("|", "\\|").replace("\n", " ")
-        return f"fails: {text[:240]}"
+        return f"fails: {_reason(err, folder)}"
     seconds = time.perf_counter() - start
     return f"exports; max rel. error {result.max_rel_error:.1e} ({seconds:.0f} s)"
 
@@ -102,6 +112,8 @@ def _cell(loaded, fmt, folder) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--update", action="store_true",
+                        help="with --rows: replace those rows in the page instead of only printing them")
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "export.md")
     args = parser.parse_args(argv)
     lines = ["| family | exported model | " + " | ".join(f"`{f}`" for f in FORMATS) + " |",
@@ -115,6 +127,12 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
         keras.backend.clear_session()
     if args.rows != list(ROWS):
+        if args.update and args.output.exists():  # replace those rows in the page, keep the rest
+            new = {line.split(" | ")[1]: line for line in lines[2:]}
+            page = [new.get(line.split(" | ")[1], line) if line.startswith("| ") and line.count(" | ") > 1 else line
+                    for line in args.output.read_text().splitlines()]
+            atomic_write_text(args.output, "\n".join(page) + "\n")
+            print(f"updated {len(new)} row(s) of {args.output}")
         return 0
     import importlib.metadata as md
 
@@ -149,10 +167,10 @@ def main(argv=None) -> int:
         "",
         *lines,
         "",
+        "Reading of the failures: tf2onnx leaves the grouped 3x3 convolutions of `resnest14d` and `bat_resnext26ts` as `StatefulPartitionedCall` nodes, which onnxruntime rejects; the Saccader graph has `Bitcast` and `BitwiseAnd` ops, for which tf2onnx has no converter (its log names them); the LiteRT interpreter needs the Flex delegate (TensorFlow select ops) for BAT and the Saccader.",
+        "",
     ])
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    atomic_write_text(args.output, text)
     print(f"wrote {args.output}")
     return 0
 
