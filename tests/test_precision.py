@@ -1,6 +1,6 @@
 """Inference in bfloat16: the model computes in bfloat16 with its float32 weights and returns float32
 logits; on real CIFAR-10 test images the shipped weights keep their top-1 (the full 10,000-image
-measurement is in docs/benchmarks.md); ``evaluate``/``predict`` and the CLI take the precision."""
+measurement is in docs/precision.md); ``evaluate``/``predict`` and the CLI take the precision."""
 
 import keras
 import numpy as np
@@ -39,7 +39,7 @@ def test_bfloat16_top1_on_real_cifar10(cifar10_prepared):
     full = evaluate("se_resnet20.cifar10", str(cifar10_prepared), split, progress=False)
     half = evaluate("se_resnet20.cifar10", str(cifar10_prepared), split, progress=False, precision="bfloat16")
     assert (full["precision"], half["precision"]) == ("float32", "bfloat16")
-    assert abs(half["top1"] - full["top1"]) <= 0.6  # 3 of 500 images; 10,000 images: docs/benchmarks.md
+    assert abs(half["top1"] - full["top1"]) <= 0.6  # 3 of 500 images; 10,000 images: docs/precision.md
     loaded = load_for_inference("se_resnet20.cifar10", precision="bfloat16")
     assert loaded.precision == "bfloat16"
     assert evaluate(loaded, str(cifar10_prepared), split, progress=False)["top1"] == half["top1"]
