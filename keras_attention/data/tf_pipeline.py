@@ -81,7 +81,7 @@ def train_dataset(source: ImageSource, pre: Preprocessing, batch_size: int, *, e
                   drop_remainder: bool = True) -> tuple[tf.data.Dataset, int]:
     """Augmented, shuffled, batched training data for epochs ``initial_epoch .. epochs-1``.
 
-    When the split is cached in memory (the usual case: CIFAR, Imagenette, a user's
+    When the split is cached in memory (the usual case: CIFAR, Imagewoof, a user's
     folder), epoch ``e`` is a pure function of ``(seed, e)``: its order is a stateless
     permutation seeded by ``(seed, e)`` and every random crop/flip is seeded by
     ``(seed, e, position)``, so a run resumed at epoch ``e`` gets exactly the batches

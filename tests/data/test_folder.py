@@ -1,4 +1,4 @@
-"""Class-folder datasets: real Imagenette images, and the bad-input errors."""
+"""Class-folder datasets: real Imagewoof images, and the bad-input errors."""
 
 import os
 import shutil
@@ -16,7 +16,7 @@ CLASSES = ["n02086240", "n02087394", "n02088364"]
 
 @pytest.fixture
 def small_folder(tmp_path):
-    """train/ and val/ with 4 real Imagenette images for each of 3 classes (copies)."""
+    """train/ and val/ with 4 real Imagewoof images for each of 3 classes (copies)."""
     for split in ("train", "val"):
         for c in CLASSES:
             (tmp_path / split / c).mkdir(parents=True)
