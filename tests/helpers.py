@@ -283,3 +283,12 @@ def randomize_batch_norms(model: keras.Model, seed: int = 0) -> None:
             shape = layer.gamma.shape
             layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
                                rng.normal(0, 0.1, shape), rng.uniform(0.5, 1.5, shape)])
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (the scripts are not a package), imported from its file."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
