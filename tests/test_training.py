@@ -119,6 +119,37 @@ def test_resume_refuses_changed_options_and_fresh_run_refuses_old_checkpoints(tm
         train(changed)
 
 
+def test_initialize_from_copies_weights_and_refuses_another_architecture():
+    from keras_attention.training.run import initialize_from
+    keras.utils.set_random_seed(0)
+    source, target = _tiny_model(), _tiny_model()
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert not np.allclose(source.predict_on_batch(x), target.predict_on_batch(x))
+    initialize_from(target, source, "run1")
+    np.testing.assert_allclose(source.predict_on_batch(x), target.predict_on_batch(x), atol=1e-6)
+    inputs = keras.Input((8, 8, 3))
+    other = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Conv2D(5, 3)(inputs)))
+    with pytest.raises(ValueError, match=r"init_from 'run1'.*does not fit.*weight 0.*\(3, 3, 3, 5\)"):
+        initialize_from(target, other, "run1")
+
+
+@needs_cifar
+def test_a_phase_starts_from_the_previous_runs_weights(tmp_path, tiny_arch):
+    """``init_from``: the second run (learning rate ~0, so its kernels cannot move) ends with
+    the first run's kernels; random initialisation would not."""
+    first = _small_cfg(tmp_path, model=tiny_arch, train_split="train[:128]", val_split=None, epochs=1)
+    train(first)
+    second = _small_cfg(tmp_path, model=tiny_arch, train_split="train[:128]", val_split=None, epochs=1,
+                        lr=1e-12, output_dir=str(tmp_path / "second"), init_from=str(tmp_path / "run"))
+    train(second)
+    a, b = _weights(tmp_path / "run" / "model.weights.h5"), _weights(tmp_path / "second" / "model.weights.h5")
+    kernels = [k for k in a if "conv2d" in k or "dense" in k]
+    assert len(kernels) == 4, sorted(a)  # two kernels, two biases
+    for k in kernels:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)
+    assert json.loads((tmp_path / "second" / "train_config.json").read_text())["init_from"] == str(tmp_path / "run")
+
+
 # --------------------------------------------------------------------------- real runs
 @needs_cifar
 def test_short_real_cifar10_run_loss_goes_down_and_writes_outputs(tmp_path):

@@ -73,6 +73,8 @@ _TRAIN_OPTIONS = [
     ("--val-every", "val_every", int, None, "validate every N epochs"),
     ("--steps-per-execution", "steps_per_execution", int, None, "Keras steps_per_execution"),
     ("--tag", "tag", str, None, "pretrained tag for pretrained.json (default: dataset name)"),
+    ("--init-from", "init_from", str, None, "start from these weights (a previous phase's run "
+     "folder, a .keras file or a registry name)"),
     ("--progress", "verbose", int, None, "Keras progress output: 0 silent, 1 progress bar, 2 one "
      "line per epoch"),
 ]

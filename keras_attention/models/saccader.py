@@ -256,6 +256,18 @@ class Saccader(keras.Model):
         # example n's T glimpses are rows n*T ... n*T + T - 1, so its labels repeat T times
         return self._compile_loss(repeat(y), flat_logits, repeat(sample_weight))
 
+    def initialize_from(self, source: keras.Model) -> None:
+        """The start of a training phase (``keras-attention train --init-from``): a trained
+        ``saccader_bagnet77`` becomes the representation network (phase 1 -> 2); a Saccader
+        of the same configuration gives all its weights (phase 2 -> 3)."""
+        if not isinstance(source, Saccader):
+            self.load_representation(source)
+            return
+        if [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in self.weights]:
+            raise ValueError(f"Saccader {source.name!r} does not have this Saccader's weights (another width, "
+                             f"input size or number of classes).")
+        self.set_weights(source.get_weights())
+
     def load_representation(self, bagnet: keras.Model) -> None:
         """Copies a trained ``saccader_bagnet77`` classifier into the representation network (phase 1 -> 2)."""
         mine = {layer.name: layer for layer in self.representation.layers if layer.weights}

@@ -40,7 +40,9 @@ class TrainConfig:
     path without GPUs), ``seed``, ``deterministic`` (TensorFlow op determinism),
     ``val_every`` (epochs), ``steps_per_execution``, ``output_dir``, ``resume``,
     ``tag`` (pretrained tag written into ``pretrained.json``; default: the dataset
-    name), ``verbose`` (Keras progress bar: 1 bar, 2 one line per epoch, 0 silent),
+    name), ``init_from`` (start from another model's weights: a previous phase's run folder,
+    a ``.keras`` file or a registry name, anything ``keras_attention.load`` takes; used when
+    the run starts, not when it resumes; ``None``: random initialisation), ``verbose`` (Keras progress bar: 1 bar, 2 one line per epoch, 0 silent),
     ``recipe`` (the recipe file it came from, recorded in the outputs).
     """
 
@@ -91,6 +93,7 @@ class TrainConfig:
     output_dir: str = "runs/run"
     resume: bool = False
     tag: str | None = None
+    init_from: str | None = None
     verbose: int = 1
     recipe: str | None = None
 

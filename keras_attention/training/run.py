@@ -25,7 +25,7 @@ from keras_attention.training.config import PRECISIONS, TrainConfig
 from keras_attention.training.distribute import (chief_worker, configure_logical_cpus,
                                                  hardware_description, make_strategy)
 from keras_attention.training.optim import apply_l2, build_optimizer, decay_variables, make_schedule
-from keras_attention.weights import pretrained_config
+from keras_attention.weights import load, pretrained_config
 
 
 @dataclass
@@ -62,6 +62,10 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
 
     Output folder ``cfg.output_dir``:
 
+    A phase of a multi-phase recipe (Saccader, RA-CNN, ...) is a run whose ``model_kwargs``
+    name the phase (``training_phase``) and whose ``init_from`` is the previous phase's run
+    folder: its weights are copied in before the first step (see :func:`initialize_from`).
+
     * ``train_config.json``: the resolved config (a resumed run must match it);
     * ``checkpoints/ckpt-epochNNNN.keras``: the last end-of-epoch checkpoint;
     * ``model.keras`` and ``model.weights.h5``: the final model in float32, built by
@@ -91,6 +95,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
     if initial_epoch > cfg.epochs:
         raise InvalidInputError(f"The checkpoint is at epoch {initial_epoch}, beyond epochs={cfg.epochs}.")
     data = _open_data(cfg, initial_epoch)
+    init_source = load(cfg.init_from) if cfg.init_from and not checkpoints else None
     folder.root.mkdir(parents=True, exist_ok=True)
     write_json(folder.config, cfg.to_dict())
 
@@ -102,6 +107,8 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
             model = _build_and_compile(cfg, arch, model_kwargs, data)
             if checkpoints:
                 model.load_weights(checkpoints[-1][1])
+            elif init_source is not None:
+                initialize_from(model, init_source, cfg.init_from)
         _check_restored_steps(model, initial_epoch, data.steps, checkpoints)
         if cfg.verbose:
             _print_plan(cfg, arch, model, data, replicas, initial_epoch)
@@ -192,6 +199,32 @@ def _build_and_compile(cfg: TrainConfig, arch: str, model_kwargs: dict, data: _D
         steps_per_execution=cfg.steps_per_execution, jit_compile="auto")
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def initialize_from(model: keras.Model, source: keras.Model, spec: str = "") -> None:
+    """Copies ``source``'s weights into ``model`` (the start of a training phase).
+
+    A model with an ``initialize_from(source)`` method decides itself (Saccader takes a
+    trained ``saccader_bagnet77`` as its representation network); otherwise both models
+    must hold the same weights in the same order and shapes (the same architecture, e.g.
+    the previous phase of the same model).
+
+    Raises:
+        InvalidInputError: the weights do not correspond (the first difference named).
+    """
+    hook = getattr(model, "initialize_from", None)
+    if callable(hook):
+        hook(source)
+        return
+    mine, theirs = model.weights, source.weights
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        if tuple(a.shape) != tuple(b.shape):
+            raise InvalidInputError(f"init_from {spec!r} ({source.name}) does not fit {model.name}: weight "
+                                    f"{i} is {b.path} {tuple(b.shape)}, expected {a.path} {tuple(a.shape)}.")
+    if len(mine) != len(theirs):
+        raise InvalidInputError(f"init_from {spec!r} ({source.name}) holds {len(theirs)} weights, "
+                                f"{model.name} {len(mine)}: not the same architecture.")
+    model.set_weights(source.get_weights())
 
 
 def _check_restored_steps(model, initial_epoch: int, steps: int, checkpoints) -> None:

@@ -310,14 +310,19 @@ def test_training_phases_update_the_right_weights():
 
 
 def test_load_representation_from_the_bagnet_classifier():
+    """Phase 1 -> 2 (``train --init-from`` a saccader_bagnet77 run) and phase 2 -> 3 (a Saccader)."""
+    from keras_attention.training.run import initialize_from
     model = tiny()
     bagnet = ka.create_model("saccader_bagnet77", input_shape=(SIZE, SIZE, 3), num_classes=5,
                              width_multiplier=0.0625)
     randomize_batch_norms(bagnet, seed=3)
-    model.load_representation(bagnet)
+    initialize_from(model, bagnet)
     x = random_images((2, SIZE, SIZE, 3), seed=17)
     np.testing.assert_allclose(numpy(model.glimpse(x)["representation_logits"]), numpy(bagnet(x)), rtol=1e-4,
                                atol=1e-5)
+    later = tiny()
+    initialize_from(later, model)
+    np.testing.assert_allclose(numpy(later(x)), numpy(model(x)), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="representation"):
         model.load_representation(ka.create_model("bagnet9", input_shape=(SIZE, SIZE, 3), num_classes=5))
 
