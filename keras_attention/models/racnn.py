@@ -242,14 +242,16 @@ class RACNN(keras.Model):
             float32 pixel boxes (top, left, bottom, right; exclusive) of the two proposed crops in
             the input image's coordinates (scale 3's box composed through scale 2's crop),
             ``scale_logits`` ``(N, 3, K)`` (every scale, whatever ``scales``), ``apn_boxes``
-            ``(N, 2, 3)`` the constrained ``(t_x, t_y, t_l)`` in each APN's own input pixels, and
-            ``crops``: the two zoomed crops ``(N, s, s, 3)``.
+            ``(N, 2, 3)`` the constrained ``(t_x, t_y, t_l)`` in each APN's own input pixels,
+            ``glimpse_logits`` ``(N, 2, K)`` the predictions made from each proposed crop (scales 2
+            and 3), and ``crops``: the two zoomed crops ``(N, s, s, 3)``.
         """
         outputs = self._forward(images, training=training, scales=NUM_SCALES, phase=None)
         scales = self.scales if scales is None else scales
         self._check_scales(scales)
         return {"logits": self._fuse(outputs["scale_logits"][:scales]),
                 "scale_logits": ops.stack(outputs["scale_logits"], axis=1),
+                "glimpse_logits": ops.stack(outputs["scale_logits"][1:], axis=1),
                 "boxes": ops.stack([corner_boxes(b) for b in outputs["input_boxes"]], axis=1),
                 "apn_boxes": ops.stack(outputs["boxes"], axis=1), "crops": outputs["crops"]}
 
