@@ -103,7 +103,7 @@ def figure(args):
             ax.axis("off")
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}; boxes (top, left, bottom, right) in input pixels:\n{np.round(boxes, 1)}")
 
 

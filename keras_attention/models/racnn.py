@@ -155,7 +155,8 @@ class RACNN(keras.Model):
         training_phase: one of ``"joint"``, ``"pretrain"``, ``"apn_pretrain"``, ``"classifiers"``,
             ``"apn"`` (module docstring); set it before ``compile`` (or :meth:`set_training_phase`).
 
-    Call: ``model(images, training=False, scales=None)`` -> ``(N, K)`` float32 logits.
+    Call: ``model(images, training=False, scales=None)`` -> ``(N, K)`` float32 logits (fused over
+    the first ``scales`` scales; a training call runs all three, which the losses need).
 
     Raises:
         ValueError: invalid arguments (a non-square or dynamic input, a backbone whose maps do not
