@@ -231,3 +231,18 @@ def test_registry_backbone_and_save_reload(tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     assert reloaded.training_phase == "apn" and not reloaded.stacks[0].trainable
     np.testing.assert_allclose(numpy(reloaded.glimpse(x)["boxes"]), numpy(model.glimpse(x)["boxes"]), atol=1e-4)
+
+
+def test_mixed_precision_gives_float32_logits_and_boxes():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = tiny()
+        assert model.crops[0].compute_dtype == "float16"
+        out = model.glimpse(random_images((2, SIZE, SIZE, 3), seed=7))
+        for key in ("logits", "scale_logits", "boxes"):
+            assert keras.backend.standardize_dtype(out[key].dtype) == "float32", key
+            assert np.all(np.isfinite(numpy(out[key]))), key
+        assert keras.backend.standardize_dtype(out["crops"][0].dtype) == "float16"
+    finally:
+        keras.config.set_dtype_policy(previous)
