@@ -15,32 +15,31 @@ from tests.helpers import IMAGEWOOF, load_script, needs_imagewoof, random_images
 
 SIZE = 101  # a 4 x 4 grid of 77 x 77 glimpses
 TINY = {"input_shape": (SIZE, SIZE, 3), "num_classes": 2, "width_multiplier": 0.0625, "seed": 1}
+FEW = {"num_glimpses": 2, "pretraining_glimpses": 3}  # short unrolled glimpse loops: fast XLA compiles
 
 
 def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def class_folder(root, per_class=(4, 2), size=(112, 120)):
-    """``root/{train,val}/{cat,dog}/*.png``: two classes of random RGB images."""
+def class_folder(root, per_class=4, size=(112, 120)):
+    """``root/train/{cat,dog}/*.png``: two classes of random RGB images."""
     rng = np.random.default_rng(0)
-    for split, count in zip(("train", "val"), per_class):
-        for label in ("cat", "dog"):
-            (root / split / label).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, (*size, 3), np.uint8)
-                Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    for label in ("cat", "dog"):
+        (root / "train" / label).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), np.uint8)).save(root / "train" / label / f"{i}.png")
     return root
 
 
 def run(tmp_path, name, data, **options):
     """One ``keras-attention train`` run of a tiny Saccader: one optimizer step (batch 8)."""
-    values = {"model": "saccader77", "dataset": str(data), "train_split": "train", "val_split": "val",
+    values = {"model": "saccader77", "dataset": str(data), "train_split": "train", "val_split": None,
               "input_size": (SIZE, SIZE, 3), "crop_pct": 1.0, "augment": "none", "hflip": False,
               "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "epochs": 1, "batch_size": 8,
               "optimizer": "sgd", "lr": 0.1, "weight_decay": 8e-5, "weight_decay_mode": "l2",
               "output_dir": str(tmp_path / name), "verbose": 0, "pipeline": "grain", **options}
-    values["model_kwargs"] = {**{k: v for k, v in TINY.items() if k != "input_shape"},
+    values["model_kwargs"] = {**{k: v for k, v in TINY.items() if k != "input_shape"}, **FEW,
                               **values.get("model_kwargs", {})}
     metrics = train(TrainConfig.from_dict(values))
     assert metrics["optimizer_steps"] == 1
@@ -64,7 +63,7 @@ def test_each_phase_through_train_updates_only_its_parts(tmp_path):
     the training-mode call; step 3 (``init_from`` step 2's run folder) changes both parts."""
     data = class_folder(tmp_path / "data")
     keras.utils.set_random_seed(0)
-    start = ka.create_model("saccader77", **TINY)
+    start = ka.create_model("saccader77", **TINY, **FEW)
     randomize_batch_norms(start, seed=2)
     start.save(tmp_path / "start.keras")
     before = parts(start)
@@ -112,7 +111,7 @@ def test_float16_training_step_is_finite(phase):
     keras.config.set_dtype_policy("mixed_float16")
     try:
         keras.utils.set_random_seed(0)
-        model = ka.create_model("saccader77", training_phase=phase, **{**TINY, "num_classes": 4})
+        model = ka.create_model("saccader77", training_phase=phase, **{**TINY, **FEW, "num_classes": 4})
         assert model.attention_network.get_layer("mixing_conv").compute_dtype == "float16"
         model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True))
@@ -124,7 +123,7 @@ def test_float16_training_step_is_finite(phase):
         after = [numpy(v) for v in model.attention_network.trainable_weights]
         assert all(np.isfinite(w).all() for w in after)
         assert any(changed(before, after))  # the step was applied, not skipped as an overflow
-        out = model.glimpse(x, num_glimpses=12, training=True)
+        out = model.glimpse(x, num_glimpses=16, training=True)
         assert np.isfinite(numpy(out["location_logits"])).all()  # -1e5 masks, not -inf
         assert np.isfinite(numpy(out["logits"])).all()
     finally:
@@ -141,8 +140,7 @@ def imagewoof_val_images(count=4, size=128):
 
 
 @needs_imagewoof
-@pytest.mark.parametrize("policy, training", [("learned", False), ("learned", True), ("ordered_logits", False)])
-def test_no_cell_is_visited_twice_on_real_images(policy, training):
+def test_no_cell_is_visited_twice_on_real_images():
     """Imagewoof val images at 128 px (a 7 x 7 grid): for every T up to h*w the learned policy
     (argmax, and sampling in training) and ordered_logits glimpse T distinct cells."""
     x = imagewoof_val_images()
@@ -152,12 +150,15 @@ def test_no_cell_is_visited_twice_on_real_images(policy, training):
     randomize_batch_norms(model, seed=1)
     cells_total = model.grid_shape[0] * model.grid_shape[1]
     assert cells_total == 49
-    for steps in (1, 6, 24, cells_total):
-        cells = numpy(model.glimpse(x, training=training, num_glimpses=steps, policy=policy)["cells"])
-        assert cells.shape == (len(x), steps)
-        assert all(len(set(row)) == steps for row in cells), (steps, cells)
-        if steps == cells_total:
-            assert all(sorted(row) == list(range(cells_total)) for row in cells)
+    for policy, training in (("learned", False), ("learned", True), ("ordered_logits", False)):
+        for steps in (6, cells_total):
+            cells = numpy(model.glimpse(x, training=training, num_glimpses=steps, policy=policy)["cells"])
+            assert cells.shape == (len(x), steps)
+            assert all(len(set(row)) == steps for row in cells), (policy, training, steps, cells)
+        assert all(sorted(row) == list(range(cells_total)) for row in cells)  # T = h*w: every cell once
+    # the random policy may revisit (official: uniform locations snapped to the grid), the test can fail
+    cells = numpy(model.glimpse(x, num_glimpses=cells_total, policy="random")["cells"])
+    assert any(len(set(row)) < cells_total for row in cells)
 
 
 # ---------------------------------------------------------------------------- the evaluation script
@@ -171,7 +172,7 @@ def test_glimpse_script_matches_the_model():
     x = random_images((3, SIZE, SIZE, 3), seed=5)
     out = script.policy_glimpse_logits(model, x, 16, policies=("learned", "ordered_logits", "center"))
     for policy in ("learned", "ordered_logits", "center"):
-        for steps in (1, 5, 16):
+        for steps in (1, 16):
             expected = numpy(model(x, num_glimpses=steps, policy=policy))
             np.testing.assert_allclose(out[policy][:, :steps].mean(1), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["representation"][:, 0], numpy(model.glimpse(x)["representation_logits"]),
