@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
     grid = model.grid_shape[0] * model.grid_shape[1]
     steps = args.max_glimpses or grid
     dataset = args.dataset or loaded.config.get("dataset")
-    source = catalog.load_source(dataset, args.split, label_names=loaded.label_names)
+    labels = loaded.label_names if loaded.config.get("label_names") else None  # as evaluation.evaluate
+    source = catalog.load_source(dataset, args.split, label_names=labels)
     batches = catalog.pipeline_module("grain").eval_dataset(source, loaded.preprocessing, args.batch_size)
     totals, seen, start = None, 0, time.perf_counter()
     for images, labels in batches:
