@@ -117,12 +117,16 @@ def test_float16_training_step_is_finite(phase):
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True))
         x, y = random_images((4, SIZE, SIZE, 3), seed=3), np.eye(4, dtype="float32")
         before = [numpy(v) for v in model.attention_network.trainable_weights]
-        for _ in range(2):
+        # The dynamic loss scale starts at 2^15 and halves after each step whose float16 gradients
+        # overflow (skipped, weights kept); a few steps in, one must apply, with finite weights.
+        for _ in range(8):
             loss = float(numpy(model.train_on_batch(x, y)))
             assert np.isfinite(loss)
-        after = [numpy(v) for v in model.attention_network.trainable_weights]
+            after = [numpy(v) for v in model.attention_network.trainable_weights]
+            if any(changed(before, after)):
+                break
         assert all(np.isfinite(w).all() for w in after)
-        assert any(changed(before, after))  # the step was applied, not skipped as an overflow
+        assert any(changed(before, after)), "every step overflowed"
         out = model.glimpse(x, num_glimpses=16, training=True)
         assert np.isfinite(numpy(out["location_logits"])).all()  # -1e5 masks, not -inf
         assert np.isfinite(numpy(out["logits"])).all()
