@@ -18,8 +18,9 @@ Training has three phases (paper Sec. 3.3); the pieces are here, backend-agnosti
 2. ``training_phase="locations"``: the location network (attention network, mixing conv,
    cell) learns to glimpse, in order, the ``ordered_logits`` policy's cells
    (:func:`keras_attention.losses.location_pretraining_loss`, 12 glimpses, the learned
-   policy sampling; no gradient into the representation network, so Keras warns that its
-   variables get none), as the official ``saccader_pretraining_loss``. As there, the
+   policy sampling), as the official ``saccader_pretraining_loss``; the representation
+   network is frozen (``trainable=False``: no update, no weight decay, BatchNorm moving
+   statistics used and kept) and its outputs are stop-gradient. As there, the
    visited-cell state follows the *sampled* glimpses, so a target cell a sample already
    visited is masked: its cross-entropy is about 1e5 (the reported loss jumps by
    1e5 / (N T) per such target) while its gradient stays bounded (softmax - onehot);
@@ -157,12 +158,32 @@ class Saccader(keras.Model):
             features2d.shape[1:], what.shape[1:], groups=attention_groups, layers_per_group=attention_layers_per_group,
             mixing_channels=_channels(mixing_channels, width_multiplier))
         self.cell = SaccaderCell(seed=seed, name="saccader_cell")
+        self._freeze_for_phase()
         self.build((None, *self.image_shape))
+
+    def _freeze_for_phase(self) -> None:
+        """The ``"locations"`` phase freezes the representation network: no optimizer update, no
+        weight decay (``train`` decays trainable kernels only) and BatchNorm in inference mode
+        (Keras runs a non-trainable BatchNormalization with its moving statistics, and updates
+        them not); the ``"saccader"`` phase trains every part."""
+        self.representation.trainable = self.training_phase != "locations"
 
     def build(self, input_shape=None):
         if not self.cell.built:
             self.cell.build(self.attention_network.outputs[1].shape, self.representation.outputs[2].shape)
         self.built = True
+
+    # A functional model's shapes, which evaluation, ``train`` and ``load_for_inference`` read.
+    @property
+    def input_shape(self):
+        return (None, *self.image_shape)
+
+    @property
+    def output_shape(self):
+        return (None, self.num_classes)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
 
     # ------------------------------------------------------------------ inference
     def call(self, images, training=False, num_glimpses=None, policy=None):
@@ -226,6 +247,7 @@ class Saccader(keras.Model):
         """Switches the training objective (module docstring); recompile or call before ``fit``."""
         check_choice("training_phase", phase, PHASES)
         self.training_phase = phase
+        self._freeze_for_phase()
         self.train_function = None  # the next fit traces the new objective
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
