@@ -173,15 +173,6 @@ class Saccader(keras.Model):
             self.cell.build(self.attention_network.outputs[1].shape, self.representation.outputs[2].shape)
         self.built = True
 
-    # A functional model's shapes, which evaluation, ``train`` and ``load_for_inference`` read.
-    @property
-    def input_shape(self):
-        return (None, *self.image_shape)
-
-    @property
-    def output_shape(self):
-        return (None, self.num_classes)
-
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
 
