@@ -7,3 +7,4 @@ from keras_attention.models import non_local  # noqa: F401
 from keras_attention.models import residual_attention  # noqa: F401
 from keras_attention.models import bagnet  # noqa: F401
 from keras_attention.models import saccader  # noqa: F401
+from keras_attention.models import granularity  # noqa: F401
