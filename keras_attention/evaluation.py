@@ -32,7 +32,7 @@ from keras_attention.data import catalog, loader, transforms
 from keras_attention.data.preprocessing import Preprocessing
 from keras_attention.data.folder import check_image_header
 from keras_attention.data.source import explain_decode_error
-from keras_attention.models._common import outputs_probabilities
+from keras_attention.models._common import model_io_shape, outputs_probabilities
 from keras_attention.weights import load, resolve_source, source_cfg
 
 TTA_MODES = loader.TTA_MODES
@@ -55,10 +55,10 @@ class LoadedModel:
 
 
 def _from_cfg(model: keras.Model, cfg: dict, name: str) -> LoadedModel:
-    input_size = cfg.get("input_size") or list(model.input_shape[1:])
+    image_shape, num_classes = model_io_shape(model)
+    input_size = cfg.get("input_size") or list(image_shape)
     pre = Preprocessing.from_config({**cfg, "input_size": input_size})
     labels = cfg.get("label_names")
-    num_classes = int(model.output_shape[-1])
     if not labels:
         labels = [f"class_{i}" for i in range(num_classes)]
     if len(labels) != num_classes:
@@ -164,7 +164,7 @@ def evaluate_model(model, source, preprocessing, *, batch_size: int = 100, tta: 
     if tta not in TTA_MODES:
         raise InvalidInputError(f"tta must be one of {TTA_MODES}; received {tta!r}.")
     is_prob = outputs_probabilities(model)
-    n_out = int(model.output_shape[-1])
+    n_out = model_io_shape(model)[1]
     if n_out < source.num_classes:
         raise InvalidInputError(f"The model has {n_out} outputs but the data has "
                                 f"{source.num_classes} classes.")
@@ -263,14 +263,20 @@ def preprocess_images(images, preprocessing) -> np.ndarray:
 
 def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
             progress: bool = False, precision: str | None = None) -> list[dict]:
-    """Top-``k`` classes for each image file.
+    """Top-``k`` classes for each image file, and the glimpses of a hard-attention model.
 
     ``precision="bfloat16"`` runs the model in bfloat16 (see :func:`load_for_inference`);
     ``None``: as loaded (float32 for a name or path).
 
     Returns:
         One dict per file, in order: ``{"file": path, "top": [{"label": name,
-        "index": i, "probability": p}, ...]}`` (probabilities in [0, 1], descending).
+        "index": i, "probability": p}, ...]}`` (probabilities in [0, 1], descending). A
+        model with a ``glimpse`` method (Saccader, TNet, RA-CNN, multi-granularity: the
+        regions it looked at) adds ``"glimpses"``: one dict per glimpse, in the order
+        taken, with ``"box"`` (top, left, bottom, right) in the image file's pixels,
+        ``"view_box"`` the same in the model input's pixels (after the evaluation resize
+        and centre crop), and, where the model gives per-glimpse logits, the glimpse's own
+        top class (``"label"``, ``"index"``, ``"probability"``).
 
     Raises:
         ValueError: an image file that is missing or cannot be decoded (named), or
@@ -285,6 +291,7 @@ def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
         raise InvalidInputError("No image files given.")
     images = [load_image_file(p) for p in paths]  # fails early, naming the file
     k = min(top_k, len(loaded.label_names))
+    glimpses = callable(getattr(loaded.model, "glimpse", None))
     results = []
     starts = range(0, len(paths), batch_size)
     if progress:
@@ -292,10 +299,34 @@ def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
         starts = tqdm(starts, desc="predicting", unit="batch")
     for start in starts:
         batch = preprocess_images(images[start:start + batch_size], loaded.preprocessing)
-        probs = _probabilities(loaded.model, batch, loaded.outputs_probabilities)
-        for path, p in zip(paths[start:start + batch_size], probs):
+        if glimpses:
+            out = {key: keras.ops.convert_to_numpy(v) for key, v in loaded.model.glimpse(batch).items()
+                   if key in ("logits", "boxes", "glimpse_logits")}
+            probs = _softmax(np.asarray(out["logits"], np.float64))
+        else:
+            probs = _probabilities(loaded.model, batch, loaded.outputs_probabilities)
+        for i, (path, p) in enumerate(zip(paths[start:start + batch_size], probs)):
             order = np.argsort(-p, kind="stable")[:k]
             results.append({"file": path, "top": [
                 {"label": loaded.label_names[i], "index": int(i), "probability": float(p[i])}
                 for i in order]})
+            if glimpses:
+                results[-1]["glimpses"] = _glimpse_records(out, i, images[start + i].shape, loaded)
     return results
+
+
+def _glimpse_records(out: dict, i: int, image_shape, loaded: LoadedModel) -> list[dict]:
+    """Example ``i``'s glimpses (:func:`predict`), boxes mapped back to the image file."""
+    pre = loaded.preprocessing
+    left, top, right, bottom = transforms.eval_view_box(image_shape, pre.size, pre.crop_pct)
+    sy, sx = (bottom - top) / pre.size[0], (right - left) / pre.size[1]
+    records = []
+    for t, (y0, x0, y1, x1) in enumerate(np.asarray(out["boxes"][i], np.float64)):
+        record = {"view_box": [round(float(v), 2) for v in (y0, x0, y1, x1)],
+                  "box": [round(v, 2) for v in (top + y0 * sy, left + x0 * sx, top + y1 * sy, left + x1 * sx)]}
+        if "glimpse_logits" in out:
+            p = _softmax(np.asarray(out["glimpse_logits"][i, t], np.float64)[None])[0]
+            c = int(np.argmax(p))
+            record.update({"label": loaded.label_names[c], "index": c, "probability": float(p[c])})
+        records.append(record)
+    return records

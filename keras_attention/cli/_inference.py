@@ -66,6 +66,9 @@ def _add_predict_parser(sub):
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="compute in bfloat16 (float32 weights and logits), or float32")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--output", "-o", metavar="FILE.json",
+                   help="also save the results (top classes, and the glimpse boxes of a hard- or "
+                        "region-attention model) as JSON")
     return p
 
 
@@ -73,6 +76,9 @@ def cmd_predict(args) -> int:
     from keras_attention.evaluation import predict
     results = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size,
                       precision=args.precision)
+    if args.output:
+        from keras_attention._files import write_json
+        write_json(args.output, results)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -80,6 +86,12 @@ def cmd_predict(args) -> int:
         print(r["file"])
         for t in r["top"]:
             print(f"  {100 * t['probability']:6.2f}%  {t['label']}")
+        if "glimpses" in r:
+            print(f"  {len(r['glimpses'])} glimpses, in order (top, left, bottom, right in image pixels):")
+            for n, g in enumerate(r["glimpses"], 1):
+                box = ", ".join(f"{v:.0f}" for v in g["box"])
+                own = f"  {100 * g['probability']:5.1f}% {g['label']}" if "label" in g else ""
+                print(f"    {n}: ({box}){own}")
     return 0
 
 

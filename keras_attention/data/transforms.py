@@ -116,17 +116,33 @@ def eval_view(image: np.ndarray, size, crop_pct: float = 1.0,
     ``crop_pct = 1`` is returned unchanged (no resampling).
     """
     size = (int(size[0]), int(size[1]))
-    h, w = image.shape[:2]
-    if crop_pct == 1.0 and (h, w) == size:
+    if crop_pct == 1.0 and tuple(image.shape[:2]) == size:
         return np.asarray(image, np.float32)
+    return resize(image, size, interpolation, box=eval_view_box(image.shape[:2], size, crop_pct))
+
+
+def eval_view_box(image_shape, size, crop_pct: float = 1.0) -> tuple[float, float, float, float]:
+    """The region of an ``image_shape`` = (H, W) image that :func:`eval_view` shows.
+
+    Returns:
+        ``(left, top, right, bottom)`` in the image's pixels (floats): the view's pixel
+        ``(y, x)`` is the image's ``(top + y * (bottom - top) / size[0], left + x * (right -
+        left) / size[1])``.
+
+    Raises:
+        InvalidInputError: the resized image is smaller than ``size``.
+    """
+    size = (int(size[0]), int(size[1]))
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if crop_pct == 1.0 and (h, w) == size:
+        return (0.0, 0.0, float(w), float(h))
     nh, nw = _shorter_side_shape(h, w, scale_size(size, crop_pct))
     if nh < size[0] or nw < size[1]:
         raise InvalidInputError(f"Cannot take a {size} centre crop of an image resized to "
                                 f"{(nh, nw)}.")
     top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
     sy, sx = h / nh, w / nw
-    box = (left * sx, top * sy, (left + size[1]) * sx, (top + size[0]) * sy)
-    return resize(image, size, interpolation, box=box)
+    return (left * sx, top * sy, (left + size[1]) * sx, (top + size[0]) * sy)
 
 
 def five_crops(image: np.ndarray, size, crop_pct: float = 1.0, interpolation: str = "bilinear",

@@ -63,6 +63,19 @@ def classifier_head(x, *, num_classes: int, include_top: bool, pooling: str | No
                               name="head_fc")(x)
 
 
+def model_io_shape(model: keras.Model) -> tuple[tuple, int]:
+    """``((H, W, C), num_classes)`` of a classifier: a functional model's input and output
+    shapes, or a subclassed one's ``image_shape`` and ``num_classes`` (Saccader and the other
+    hard- and region-attention models store both)."""
+    try:
+        return tuple(model.input_shape[1:]), int(model.output_shape[-1])
+    except AttributeError:
+        if not hasattr(model, "image_shape") or not hasattr(model, "num_classes"):
+            raise TypeError(f"{model.name!r} ({type(model).__name__}) is neither a functional model nor "
+                            f"one with `image_shape` and `num_classes` attributes.") from None
+        return tuple(model.image_shape), int(model.num_classes)
+
+
 def outputs_probabilities(model: keras.Model) -> bool:
     """Whether ``model``'s output is a softmax (probabilities); else it gives logits."""
     last = model.layers[-1]

@@ -11,7 +11,8 @@ from keras_attention.layers.saccader import (SaccaderCell, cell_locations, gathe
                                              sobel_cells)
 from keras_attention.losses import location_pretraining_loss, reinforce_loss
 from keras_attention.models.saccader import Saccader
-from tests.helpers import (check_fresh_process_reload, count_trainable_params, gradient, random_images,
+from tests.helpers import (IMAGEWOOF, check_fresh_process_reload, count_trainable_params, gradient, needs_imagewoof,
+                           random_images,
                            randomize_batch_norms)
 
 # Trainable parameters at 1000 classes, counted from the official structure
@@ -345,3 +346,35 @@ def test_save_and_reload_in_a_fresh_process(policy, tmp_path):
     cell_config = model.cell.get_config()
     assert SaccaderCell.from_config(cell_config).get_config() == cell_config and cell_config["seed"] == 1
     check_fresh_process_reload(model, random_images((2, SIZE, SIZE, 3), seed=18), tmp_path, atol=1e-5)
+
+
+@needs_imagewoof
+def test_predict_gives_the_glimpses_in_the_image_files_pixels(capsys, monkeypatch):
+    """``predict`` on real Imagewoof files (not square, not the input size): T glimpses each, their
+    boxes the 77 px patches mapped back through the evaluation resize and centre crop."""
+    from keras_attention import evaluation
+    from keras_attention.cli import main
+    from keras_attention.data.transforms import eval_view_box
+    model = tiny()
+    loaded = evaluation.load_for_inference(model, {"input_size": [SIZE, SIZE, 3], "crop_pct": 0.875,
+                                                   "label_names": list("abcde")})
+    files = sorted((IMAGEWOOF / "val").glob("*/*.JPEG"))[:3]
+    results = evaluation.predict(loaded, files, top_k=2)
+    expected = model.glimpse(evaluation.preprocess_images([evaluation.load_image_file(f) for f in files],
+                                                          loaded.preprocessing))
+    for r, f, boxes in zip(results, files, numpy(expected["boxes"])):
+        shape = evaluation.load_image_file(f).shape
+        left, top, right, bottom = eval_view_box(shape[:2], (SIZE, SIZE), 0.875)
+        scale = np.array([bottom - top, right - left]) / SIZE
+        assert len(r["glimpses"]) == model.num_glimpses
+        for g, view in zip(r["glimpses"], boxes):
+            np.testing.assert_allclose(g["view_box"], view, atol=0.01)
+            y0, x0, y1, x1 = g["box"]
+            assert top - 0.01 <= y0 < y1 <= bottom + 0.01 and left - 0.01 <= x0 < x1 <= right + 0.01
+            np.testing.assert_allclose([y1 - y0, x1 - x0], 77 * scale, atol=0.02)
+            assert g["label"] in "abcde" and 0 < g["probability"] <= 1
+    # the command prints them (the model is given through a patched loader: no run folder needed)
+    monkeypatch.setattr(evaluation, "load_for_inference", lambda spec, *a, **k: loaded)
+    assert main(["predict", "tiny", str(files[0]), "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"{model.num_glimpses} glimpses, in order" in out and "    6: (" in out
