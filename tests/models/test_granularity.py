@@ -33,6 +33,19 @@ def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+@pytest.fixture(scope="module")
+def shared():
+    """One model for the read-only checks (building six backbones costs ~10 s on JAX)."""
+    return tiny()
+
+
+@pytest.fixture
+def model(shared):
+    shared.set_training_phase("descriptors")
+    yield shared
+    shared.set_training_phase("descriptors")
+
+
 def test_region_discovery_returns_the_hot_rectangle():
     energy = np.zeros((2, 8, 10), "float32")
     energy[0, 1:3, 5:9] = 4.0  # rows 1-2, columns 5-8 of an 8 x 10 grid
@@ -58,15 +71,14 @@ def test_crop_and_resize_reads_the_box():
                                atol=1e-5)  # 2x upsampling: between pixel centres; x = -0.25 reads the border pixel
 
 
-def test_model_boxes_come_from_each_detectors_predicted_class_activation():
-    model = tiny()
+def test_model_boxes_come_from_each_detectors_predicted_class_activation(model):
     x = random_images((3, SIZE, SIZE, 3), seed=1)
     out = model.glimpse(x)
     assert out["logits"].shape == (3, 4) and keras.backend.standardize_dtype(out["logits"].dtype) == "float32"
     assert out["boxes"].shape == (3, 3, 4) and out["glimpse_logits"].shape == (3, 3, 4)
     assert out["energy"].shape == (3, 3, 8, 8) and out["descriptors"].shape == (3, 24)
-    for i, detector in enumerate(model.detectors):
-        features = numpy(detector(x, training=False))
+    for i in (0, 2):  # the coarsest and the fine level (fewer eager ops: JAX compiles each one)
+        features = numpy(model.detectors[i](x, training=False))
         logits = numpy(out["detector_logits"][i])
         kernel = numpy(model.detector_heads[i].kernel)
         cam = np.einsum("nhwc,nc->nhw", features, kernel[:, logits.argmax(-1)].T)
@@ -76,14 +88,13 @@ def test_model_boxes_come_from_each_detectors_predicted_class_activation():
     assert (boxes[..., :2] >= 0).all() and (boxes[..., 2:] <= SIZE).all() and (boxes[..., 2:] > boxes[..., :2]).all()
     # classify_with: the concatenated descriptors (the default), one level's probe, or the fine detector
     np.testing.assert_allclose(numpy(out["logits"]), numpy(out["all_logits"]), atol=1e-6)
-    np.testing.assert_allclose(numpy(model(x[:1], classify_with="family")), numpy(out["glimpse_logits"][:1, 1]),
+    np.testing.assert_allclose(numpy(model(x, classify_with="family")), numpy(out["glimpse_logits"][:, 1]),
                                atol=1e-5)
     np.testing.assert_allclose(numpy(model(x, classify_with="detector")), numpy(out["detector_logits"][-1]),
                                atol=1e-6)
 
 
-def test_coarse_labels_are_derived_from_the_fine_label():
-    model = tiny()
+def test_coarse_labels_are_derived_from_the_fine_label(model):
     hierarchy = load_hierarchy(BIRDS)
     fine = np.array([0, 1, 2, 3, 2])  # crow gull jay robin jay
     one_hot = np.eye(4, dtype="float32")[fine]
@@ -97,7 +108,7 @@ def test_coarse_labels_are_derived_from_the_fine_label():
     np.testing.assert_allclose(smoothed[0], [0.975, 0.025], atol=1e-6)  # the 3 passerines: 0.925 + 2 x 0.025
 
 
-def test_trainable_parameter_count():
+def test_trainable_parameter_count(model):
     # Backbone (tiny ResNet-18, CIFAR stem; no biases, BN gamma + beta):
     #   stem 3x3 3->4 + BN: 108 + 8; stage 1 block 4->4: 2 x (144 + 8);
     #   stage 2 block 4->8 /2: 288 + 16 + 576 + 16 + 1x1 projection 32 + 16
@@ -110,12 +121,10 @@ def test_trainable_parameter_count():
     descriptors = (levels * backbone + heads  # phase 2: describers and their level heads,
                    + levels * (c * fine + fine)  # one fine probe per level's descriptor,
                    + levels * c * fine + fine)  # the classifier of the concatenated descriptors
-    assert count_trainable_params(tiny(training_phase="branches")) == branches == 4_173
-    model = tiny(training_phase="descriptors")
     assert count_trainable_params(model) == descriptors == 4_381
     assert model.count_params() - sum(int(np.prod(v.shape)) for v in model.non_trainable_weights) == descriptors
     model.set_training_phase("branches")
-    assert count_trainable_params(model) == branches
+    assert count_trainable_params(model) == branches == 4_173
 
 
 def _compiled(model):
@@ -138,6 +147,7 @@ def _changed(before, after):
 
 def test_each_phase_trains_every_branch_and_only_its_parts():
     model = _compiled(tiny(training_phase="branches"))
+    assert count_trainable_params(model) == 4_173  # the constructor's phase (test_trainable_parameter_count)
     x, y = random_images((4, SIZE, SIZE, 3), seed=2), np.eye(4, dtype="float32")[[0, 1, 2, 3]]
     before = _snapshot(model)
     assert np.isfinite(float(np.asarray(model.train_on_batch(x, y)).ravel()[0]))
@@ -152,14 +162,10 @@ def test_each_phase_trains_every_branch_and_only_its_parts():
     assert np.isfinite(float(np.asarray(later.train_on_batch(x, y)).ravel()[0]))
     changed = _changed(before, _snapshot(later))
     assert changed == {f"describer{i}" for i in range(3)} | {f"probe{i}" for i in range(3)} | {"classifier"}
-    # the `keras-attention train` export: the same model built again, weights copied
-    export = tiny(training_phase="descriptors")
-    export.set_weights(later.get_weights())
-    np.testing.assert_allclose(numpy(export(x)), numpy(later(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_loss_of_each_phase_is_the_sum_of_the_levels_cross_entropies():
-    model = tiny(training_phase="branches")
+def test_loss_of_each_phase_is_the_sum_of_the_levels_cross_entropies(model):
+    model.set_training_phase("branches")
     x, y = random_images((4, SIZE, SIZE, 3), seed=3), np.eye(4, dtype="float32")[[3, 2, 1, 0]]
     model(x, training=True)
     loss = float(numpy(model.compute_loss(x, y, None, training=True)))
@@ -183,9 +189,9 @@ def test_invalid_arguments(kwargs, match):
         tiny(**kwargs)
 
 
-def test_initialize_from_rejects_other_models():
+def test_initialize_from_rejects_other_models(model):
     with pytest.raises(ValueError, match="MultiGranularity"):
-        tiny().initialize_from(ka.create_model("resnet18", num_classes=4, input_shape=(SIZE, SIZE, 3), **BACKBONE))
+        model.initialize_from(ka.create_model("resnet18", num_classes=4, input_shape=(SIZE, SIZE, 3), **BACKBONE))
 
 
 def test_save_and_reload_in_a_fresh_process(tmp_path):
