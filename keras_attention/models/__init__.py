@@ -9,3 +9,4 @@ from keras_attention.models import bagnet  # noqa: F401
 from keras_attention.models import saccader  # noqa: F401
 from keras_attention.models import racnn  # noqa: F401
 from keras_attention.models import tnet  # noqa: F401
+from keras_attention.models import granularity  # noqa: F401
