@@ -33,8 +33,7 @@ import numpy as np  # noqa: E402
 
 from keras_attention.data import catalog  # noqa: E402
 from keras_attention.evaluation import load_for_inference  # noqa: E402
-from keras_attention.layers.saccader import (CELL_POLICIES, POLICIES, gather_cells, ordered_logits_cells,  # noqa: E402
-                                             sobel_cells)
+from keras_attention.layers.saccader import POLICIES  # noqa: E402
 
 DEFAULT_POLICIES = ("learned", "ordered_logits", "random", "center")
 LABELS = {"learned": "learned (Saccader)", "ordered_logits": "ordered logits", "random": "random",
@@ -48,21 +47,10 @@ def policy_glimpse_logits(model, images, max_glimpses: int, policies=DEFAULT_POL
     ``T`` is ``max_glimpses`` (at most ``h * w`` for the engineered policies, which never
     repeat a cell); key ``"representation"`` holds the BagNet's whole-image logits as ``(N, 1, K)``.
     """
-    features2d, what, logits2d = model.representation(images, training=False)
-    out = {"representation": keras.ops.mean(keras.ops.cast(logits2d, "float32"), axis=(1, 2))[:, None]}
-    mixed = None
+    representation = model.representation(images, training=False)
+    out = {"representation": keras.ops.mean(keras.ops.cast(representation[2], "float32"), axis=(1, 2))[:, None]}
     for policy in policies:
-        if policy in CELL_POLICIES:
-            if mixed is None:
-                _, mixed = model.attention_network([features2d, what], training=False)
-            out[policy] = model.cell(mixed, logits2d, num_glimpses=max_glimpses, policy=policy)["glimpse_logits"]
-        else:
-            if policy == "ordered_logits":
-                cells = ordered_logits_cells(logits2d, max_glimpses)
-            else:
-                cells = sobel_cells(images, max_glimpses, model.grid_shape, model.receptive_field, model.step,
-                                    statistic=policy.split("_")[1])
-            out[policy] = gather_cells(logits2d, cells)
+        out[policy] = model.policy_glimpses(images, representation, policy, max_glimpses)["glimpse_logits"]
     return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
 
 

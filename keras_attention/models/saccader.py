@@ -206,20 +206,11 @@ class Saccader(keras.Model):
             Engineered policies give at most ``h * w`` glimpses.
         """
         policy, num_glimpses, pretraining = self._resolve(training, num_glimpses, policy)
-        features2d, what, logits2d = self.representation(images, training=training)
+        representation = self.representation(images, training=training)
         if pretraining:
-            features2d, what, logits2d = (ops.stop_gradient(t) for t in (features2d, what, logits2d))
-        if policy in CELL_POLICIES:
-            _, mixed = self.attention_network([features2d, what], training=training)
-            outputs = self.cell(mixed, logits2d, num_glimpses=num_glimpses, policy=policy, training=training)
-        else:
-            if policy == "ordered_logits":
-                cells = ordered_logits_cells(logits2d, num_glimpses)
-            else:
-                cells = sobel_cells(images, num_glimpses, self.grid_shape, self.receptive_field, self.step,
-                                    statistic=policy.split("_")[1])
-            outputs = {"cells": cells, "glimpse_logits": gather_cells(logits2d, cells),
-                       "locations": cell_locations(cells, self.grid_shape)}
+            representation = tuple(ops.stop_gradient(t) for t in representation)
+        outputs = self.policy_glimpses(images, representation, policy, num_glimpses, training=training)
+        logits2d = representation[2]
         h, w = self.image_shape[:2]
         scale = ops.convert_to_tensor([1.0 - self.receptive_field / h, 1.0 - self.receptive_field / w])
         cells = outputs["cells"]
@@ -232,6 +223,33 @@ class Saccader(keras.Model):
             "logits2d": logits2d,
         })
         return outputs
+
+    def policy_glimpses(self, images, representation, policy: str, num_glimpses: int, training=False) -> dict:
+        """One policy's glimpses from the representation network's outputs (computed once, then
+        shared by several policies, as ``scripts/saccader_glimpses.py`` does).
+
+        Args:
+            images: the ``(N, H, W, 3)`` inputs (the Sobel policies read them).
+            representation: ``self.representation(images)``: ``(features2d, what, logits2d)``.
+            policy: one of :data:`~keras_attention.layers.saccader.POLICIES`.
+            num_glimpses: ``T`` (at most ``h * w`` for the engineered policies).
+
+        Returns:
+            ``cells`` ``(N, T)``, ``glimpse_logits`` ``(N, T, K)``, ``locations`` ``(N, T, 2)``
+            in the cell-grid convention, and for the cell's policies ``location_logits``.
+        """
+        check_choice("policy", policy, POLICIES)
+        features2d, what, logits2d = representation
+        if policy in CELL_POLICIES:
+            _, mixed = self.attention_network([features2d, what], training=training)
+            return self.cell(mixed, logits2d, num_glimpses=num_glimpses, policy=policy, training=training)
+        if policy == "ordered_logits":
+            cells = ordered_logits_cells(logits2d, num_glimpses)
+        else:
+            cells = sobel_cells(images, num_glimpses, self.grid_shape, self.receptive_field, self.step,
+                                statistic=policy.split("_")[1])
+        return {"cells": cells, "glimpse_logits": gather_cells(logits2d, cells),
+                "locations": cell_locations(cells, self.grid_shape)}
 
     # ------------------------------------------------------------------ training
     def set_training_phase(self, phase: str) -> None:
