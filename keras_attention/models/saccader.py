@@ -253,7 +253,13 @@ class Saccader(keras.Model):
 
     # ------------------------------------------------------------------ training
     def set_training_phase(self, phase: str) -> None:
-        """Switches the training objective (module docstring); recompile or call before ``fit``."""
+        """Switches the training objective and the frozen parts (module docstring).
+
+        The trainable variables change, so ``compile`` again before ``fit`` (the optimizer is
+        built for one list of variables; JAX refuses another). Prefer what ``keras-attention
+        train`` does: build the model in its phase (``model_kwargs: {training_phase: ...}``) and
+        copy the previous phase's weights in (``init_from``).
+        """
         check_choice("training_phase", phase, PHASES)
         self.training_phase = phase
         self._freeze_for_phase()
