@@ -34,6 +34,10 @@ backend-agnostic layer can give without a custom backward.
 Box constraints (applied before cropping, as the Caffe layer bounds ``t_l``): ``t_l`` is clipped
 to ``[min_half_side * side, side / 2]`` and the centre so that the whole square lies inside the
 image (the Caffe layer instead clips the rectangle to the image, which can make it non-square).
+A clip passes no gradient outside its range, so an APN whose raw box leaves the range stops
+learning (the collapse measured in docs/racnn.md). RA-CNN's APNs therefore produce boxes inside
+the range by construction (:func:`boxes_from_units`), and the clip here only guards boxes given
+directly.
 """
 
 from __future__ import annotations
@@ -62,6 +66,30 @@ def constrain_boxes(boxes, size: float, min_half_side: float):
     cx = ops.clip(boxes[:, 0], half, size - half)
     cy = ops.clip(boxes[:, 1], half, size - half)
     return ops.stack([cx, cy, half], axis=-1)
+
+
+def boxes_from_units(units, size: float, min_half_side: float):
+    """Maps ``(N, 3)`` values in ``(0, 1)`` (an APN's sigmoid outputs ``u_x, u_y, u_l``) to boxes
+    ``(t_x, t_y, t_l)`` (pixels) that always satisfy :func:`constrain_boxes`' range:
+    ``t_l = size * (min_half_side + (1/2 - min_half_side) u_l)`` and
+    ``t_x = t_l + (size - 2 t_l) u_x`` (``t_y`` alike). Unlike clipping, every output keeps a
+    non-zero gradient; ``u = 0.5`` is the centred box of half side ``size (min_half_side + 1/2) / 2``.
+    Our choice, not the paper's (module docstring). Returns float32 ``(N, 3)``.
+    """
+    units = ops.cast(units, "float32")
+    half = size * (min_half_side + (0.5 - min_half_side) * units[:, 2])
+    cx = half + (size - 2.0 * half) * units[:, 0]
+    cy = half + (size - 2.0 * half) * units[:, 1]
+    return ops.stack([cx, cy, half], axis=-1)
+
+
+def units_from_boxes(boxes, size: float, min_half_side: float):
+    """The inverse of :func:`boxes_from_units` for boxes inside its range (NumPy-friendly)."""
+    boxes = ops.cast(boxes, "float32")
+    half = boxes[:, 2]
+    u_l = (half / size - min_half_side) / (0.5 - min_half_side)
+    span = ops.maximum(size - 2.0 * half, 1e-6)
+    return ops.stack([(boxes[:, 0] - half) / span, (boxes[:, 1] - half) / span, u_l], axis=-1)
 
 
 def boxcar_profiles(boxes, height: int, width: int, k: float):

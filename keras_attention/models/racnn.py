@@ -4,8 +4,8 @@ Structure (Fu, Zheng & Mei, CVPR 2017, Fig. 2; released Caffe model, Jianlong-Fu
 Recurrent-Attention-CNN)::
 
     scale 1: image (S x S)   -> conv stack 1 -> last conv map m1 -> GAP -> FC -> logits 1
-             m1 brought to g x g (max pool) -> APN 1: FC 1024 -> tanh -> FC 3 -> sigmoid, x S
-             -> box (t_x, t_y, t_l) -> attention crop (:mod:`keras_attention.layers.attention_crop`)
+             m1 brought to g x g (max pool) -> APN 1: FC 1024 -> tanh -> FC 3 -> sigmoid
+             -> box (t_x, t_y, t_l) inside the image (boxes_from_units) -> attention crop (:mod:`keras_attention.layers.attention_crop`)
     scale 2: crop 1 (s x s)  -> conv stack 2 -> m2 -> GAP -> FC -> logits 2
              m2 -> APN 2 -> box in crop 1's pixels -> crop of crop 1
     scale 3: crop 2 (s x s)  -> conv stack 3 -> m3 -> GAP -> FC -> logits 3
@@ -38,6 +38,14 @@ Training (paper Sec. 3.3), one ``keras-attention train`` recipe per phase
   ranking loss.
 
 Frozen parts are set ``trainable=False`` (a frozen backbone's BatchNorms run in inference mode).
+
+Box parametrisation (our choice): the paper's APN outputs ``(t_x, t_y, t_l)`` and the released
+layer clips them; a clip passes no gradient, and in our first Imagewoof run the first APN left the
+range during APN pretraining and never came back (docs/racnn.md). Here the APN's three sigmoid
+outputs are mapped into the valid range instead
+(:func:`keras_attention.layers.attention_crop.boxes_from_units`): ``t_l`` between
+``min_half_side * S`` and ``S / 2``, the centre so that the square lies inside the image. A fresh
+APN (outputs near 0.5) proposes the centred square of half side ``S / 3``.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import check_choice, check_positive, serializable
-from keras_attention.layers.attention_crop import AttentionCrop, constrain_boxes
+from keras_attention.layers.attention_crop import AttentionCrop, boxes_from_units, constrain_boxes
 from keras_attention.losses import class_indices
 from keras_attention.models._common import check_model_args
 from keras_attention.registry import create_model, register_model
@@ -69,9 +77,10 @@ def _registry_stack(backbone: str, size: int, name: str, backbone_kwargs: dict) 
     return keras.Model(base.input, base.output, name=name)
 
 
-def attention_proposal_network(features_shape, grid: int, units: int, side: int, name: str) -> keras.Model:
+def attention_proposal_network(features_shape, grid: int, units: int, name: str) -> keras.Model:
     """APN: ``(N, h, w, C)`` map -> max pool to ``grid x grid`` -> FC ``units`` -> tanh -> FC 3 ->
-    sigmoid, times ``side`` -> ``(N, 3)`` float32 box ``(t_x, t_y, t_l)`` in pixels.
+    sigmoid -> ``(N, 3)`` float32 in ``(0, 1)``, made a box ``(t_x, t_y, t_l)`` in the input's
+    pixels by ``boxes_from_units`` (module docstring).
 
     Raises:
         ValueError: the map's side is not a multiple of ``grid``.
@@ -87,7 +96,6 @@ def attention_proposal_network(features_shape, grid: int, units: int, side: int,
     x = keras.layers.Flatten(name=f"{name}_flatten")(x)
     x = keras.layers.Dense(units, activation="tanh", name=f"{name}_fc1")(x)
     x = keras.layers.Dense(3, activation="sigmoid", dtype="float32", name=f"{name}_fc2")(x)
-    x = keras.layers.Rescaling(float(side), dtype="float32", name=f"{name}_scale")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -210,7 +218,7 @@ class RACNN(keras.Model):
         self.apns, self.crops = [], []
         for s in range(1, NUM_SCALES):
             self.apns.append(attention_proposal_network(self.stacks[s - 1].output.shape[1:], self.apn_grid,
-                                                        self.apn_units, sizes[s - 1], f"apn{s}"))
+                                                        self.apn_units, f"apn{s}"))
             self.crops.append(AttentionCrop((self.crop_size, self.crop_size), k=self.k,
                                             min_half_side=self.min_half_side, name=f"crop{s}"))
         for s, stack in enumerate(self.stacks):
@@ -268,7 +276,7 @@ class RACNN(keras.Model):
             if s == scales - 1:
                 break
             side = x.shape[1]
-            box = self.apns[s](features, training=training)
+            box = boxes_from_units(self.apns[s](features, training=training), float(side), self.min_half_side)
             predicted.append(box)
             if heuristic:
                 target = ops.stop_gradient(response_boxes(features, side))

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_attention.layers.attention_crop import (AttentionCrop, attention_crop, boxcar_mask, constrain_boxes,
-                                                   logistic_step)
+from keras_attention.layers.attention_crop import (AttentionCrop, attention_crop, boxcar_mask, boxes_from_units,
+                                                   constrain_boxes, logistic_step, units_from_boxes)
 from tests.helpers import gradient
 
 
@@ -54,6 +54,21 @@ def test_boxes_are_kept_inside_the_image_with_a_lower_bound_on_the_half_side(box
     assert cy - half >= -1e-6 and cy + half <= 32.0 + 1e-6
     if box == [16.0, 16.0, 0.0]:
         np.testing.assert_allclose(out, [16.0, 16.0, 4.0])
+
+
+def test_boxes_from_units_stay_in_range_and_keep_their_gradient():
+    # corners and centre of the unit cube: every box inside the image, t_l in [4, 16] (32 px, 1/8)
+    units = np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0], [0.5, 0.5, 0.5], [0.999, 0.001, 0.3]], "float32")
+    boxes = numpy(boxes_from_units(units, 32.0, 0.125))
+    np.testing.assert_allclose(numpy(constrain_boxes(boxes, 32.0, 0.125)), boxes, atol=1e-5)
+    np.testing.assert_allclose(boxes[3], [16.0, 16.0, 32.0 * (0.125 + 0.375 / 2)])
+    np.testing.assert_allclose(boxes[0], [4.0, 4.0, 4.0]) and np.testing.assert_allclose(boxes[1], [16, 16, 16])
+    np.testing.assert_allclose(numpy(units_from_boxes(boxes[2:], 32.0, 0.125)), units[2:], atol=1e-5)
+    # where a clip of the raw box would pass nothing (a half side beyond the bounds), this passes
+    # a gradient to every unit
+    g = gradient(lambda u: keras.ops.sum(boxes_from_units(u, 32.0, 0.125) * np.array([1.0, 2.0, 3.0])),
+                 np.array([[0.9, 0.1, 0.999], [0.2, 0.7, 0.001]], "float32"))
+    assert np.all(np.abs(g) > 1e-3)
 
 
 def test_mask_is_the_product_of_logistic_steps():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_attention as ka
+from keras_attention.layers.attention_crop import units_from_boxes
 from keras_attention.models.racnn import RACNN, boxes_to_input, ranking_loss, response_boxes
 from tests.helpers import check_fresh_process_reload, count_trainable_params, random_images
 
@@ -37,7 +38,8 @@ def fix_apn(model, index, box, side):
     """Makes APN ``index`` output the constant ``box`` (t_x, t_y, t_l) in pixels of a ``side`` image."""
     fc2 = model.apns[index].get_layer(f"apn{index + 1}_fc2")
     kernel, _ = fc2.get_weights()
-    fc2.set_weights([np.zeros_like(kernel), logit(np.asarray(box, "float32") / side)])
+    units = numpy(units_from_boxes(np.asarray([box], "float32"), side, model.min_half_side))[0]
+    fc2.set_weights([np.zeros_like(kernel), logit(units)])
 
 
 def test_parameter_count_of_racnn_vgg19():
@@ -126,8 +128,7 @@ def changed(before, after):
 
 
 def interior_apns(model):
-    """APN outputs inside the clipping range, so that gradients reach them (a fresh APN proposes
-    the whole image, t_l = S/2, where the clip's gradient is zero)."""
+    """APN outputs away from the sigmoid's saturation, with a small kernel (boxes that vary little)."""
     for i, side in enumerate((SIZE, CROP)):
         fc2 = model.apns[i].get_layer(f"apn{i + 1}_fc2")
         kernel, _ = fc2.get_weights()
