@@ -345,7 +345,11 @@ def test_two_replicas_on_cpu_match_one_replica(tmp_path, backend, extra):
 @pytest.mark.parametrize("arch, arxiv", [
     ("resnet20", "1512.03385"), ("se_resnet20", "1709.01507"), ("cbam_resnet20", "1807.06521"),
     ("colornet40_12", "1902.00267"), ("colornet40_12_lab", "1902.00267"),
-    ("densenet_bc_40_12", "1608.06993"), ("nl_resnet50", "1711.07971")])
+    ("densenet_bc_40_12", "1608.06993"), ("nl_resnet50", "1711.07971"), ("bagnet33", "1904.00760"),
+    ("saccader77", "1908.07644"), ("tnet_bagnet77_small", "2102.10212"), ("racnn_resnet18", None),
+    ("multi_granularity", None)])
 def test_trained_weights_cite_the_architecture_paper(arch, arxiv):
     from keras_attention.weights import paper_for as _paper_for
-    assert _paper_for(arch)["arxiv"] == arxiv
+    paper = _paper_for(arch)
+    assert paper.get("arxiv") == arxiv
+    assert paper["title"] != arch and (arxiv or paper["url"].startswith("https://openaccess.thecvf.com/"))

@@ -35,6 +35,15 @@ PAPERS: dict[str, dict] = {
     "attention": {"title": "Residual Attention Network for Image Classification", "arxiv": "1704.06904"},
     "sk": {"title": "Selective Kernel Networks", "arxiv": "1903.06586"},
     "resnest": {"title": "ResNeSt: Split-Attention Networks", "arxiv": "2004.08955"},
+    "bagnet": {"title": "Approximating CNNs with Bag-of-local-Features models works surprisingly well on "
+                        "ImageNet", "arxiv": "1904.00760"},
+    "saccader": {"title": "Saccader: Improving Accuracy of Hard Attention Models for Vision", "arxiv": "1908.07644"},
+    "tnet": {"title": "Hard-Attention for Scalable Image Classification", "arxiv": "2102.10212"},
+    "racnn": {"title": "Look Closer to See Better: Recurrent Attention Convolutional Neural Network for "
+                       "Fine-grained Image Recognition",
+              "url": "https://openaccess.thecvf.com/content_cvpr_2017/html/Fu_Look_Closer_to_CVPR_2017_paper.html"},
+    "multi": {"title": "Multiple Granularity Descriptors for Fine-grained Categorization",
+              "url": "https://openaccess.thecvf.com/content_iccv_2015/html/Wang_Multiple_Granularity_Descriptors_ICCV_2015_paper.html"},
     "bat": {"title": "Non-Local Neural Networks With Grouped Bilinear Attentional Transforms",
             "url": "https://openaccess.thecvf.com/content_CVPR_2020/html/Chi_Non-Local_Neural_Networks_With_"
                    "Grouped_Bilinear_Attentional_Transforms_CVPR_2020_paper.html"},

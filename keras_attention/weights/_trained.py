@@ -122,10 +122,12 @@ def _card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | None) -> 
         evaluated = ". The run had no validation split, so it was not evaluated."
         evaluation = ["Not measured: the run had no validation split. Evaluate it with "
                       f"`keras-attention evaluate {cfg['name']} --dataset {cfg['dataset']} --split test`."]
+    start = (f"initialised from the run `{Path(train_cfg['init_from']).name}` (`init_from`) and trained"
+             if train_cfg.get("init_from") else "trained from scratch")
     lines = [
         f"# {cfg['name']}",
         "",
-        f"`{cfg['architecture']}` ({_number(params, ',')} trainable parameters) trained from scratch on "
+        f"`{cfg['architecture']}` ({_number(params, ',')} trainable parameters) {start} on "
         f"`{cfg['dataset']}` (`{train_cfg.get('train_split', 'train')}` split) by the keras-attention "
         f"training script{evaluated}",
         "",
@@ -145,8 +147,7 @@ def _card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | None) -> 
         f"- recipe: `weights/{source.get('recipe')}`; reproduce with `{source.get('command')}`",
         f"- {epochs} epoch{'s' if epochs != 1 else ''} x "
         f"{metrics.get('steps_per_epoch')} steps, batch {train_cfg.get('batch_size')}, "
-        f"{train_cfg.get('optimizer')} (lr {train_cfg.get('lr')}, momentum {train_cfg.get('momentum')}, nesterov "
-        f"{train_cfg.get('nesterov')}), cosine schedule with {train_cfg.get('warmup_epochs')} warmup epoch(s), "
+        f"{_optimizer_text(train_cfg)}, cosine schedule with {train_cfg.get('warmup_epochs')} warmup epoch(s), "
         f"weight decay {train_cfg.get('weight_decay')} ({train_cfg.get('weight_decay_mode')}), label smoothing "
         f"{train_cfg.get('label_smoothing')}, augmentation `{train_cfg.get('augment')}`, seed {train_cfg.get('seed')}",
         f"- precision {metrics.get('precision')}, backend {metrics.get('backend')}, hardware: {source.get('hardware')}",
@@ -161,6 +162,14 @@ def _card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | None) -> 
     if notes:
         lines += ["", "## Notes", "", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _optimizer_text(train_cfg: dict) -> str:
+    """``sgd (lr 0.1, momentum 0.9, nesterov True)`` or ``adamw (lr 0.001, beta_1 0.9, beta_2 0.999)``."""
+    name, lr = train_cfg.get("optimizer"), train_cfg.get("lr")
+    if name != "sgd":
+        return f"{name} (lr {lr}, beta_1 {train_cfg.get('beta_1')}, beta_2 {train_cfg.get('beta_2')})"
+    return f"{name} (lr {lr}, momentum {train_cfg.get('momentum')}, nesterov {train_cfg.get('nesterov')})"
 
 
 def _number(value, spec: str = ".2f") -> str:

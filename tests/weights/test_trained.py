@@ -52,7 +52,8 @@ def test_run_becomes_a_loadable_entry_with_a_card(tmp_path, tiny_registry):
     assert front["library_name"] == "keras" and front["license"] == "apache-2.0"
     for text in ("| 91.50 | 99.25 | test |", cfg["files"]["model.weights.h5"]["sha256"], "Shortened recipe.",
                  "weights/_recipes/cifar10_resnet_short.yaml", "10.0 min",
-                 "Top-1 per class (%): cat 91.0, dog n/a."):
+                 "Top-1 per class (%): cat 91.0, dog n/a.", "sgd (lr 0.1, momentum 0.9, nesterov True)",
+                 "trained from scratch on"):
         assert text in card
     entry = json.loads((folder / "pretrained.json").read_text())
     assert entry["source"]["recipe"] == "_recipes/cifar10_resnet_short.yaml"
@@ -60,6 +61,17 @@ def test_run_becomes_a_loadable_entry_with_a_card(tmp_path, tiny_registry):
     assert name_is_valid(cfg["name"])
     with pytest.raises(FileExistsError):
         weights.add_trained_weights(tmp_path / "run", tiny_registry.root)
+
+
+def test_card_of_a_phase_run_names_its_start_and_optimizer(tmp_path, tiny_registry):
+    """A multi-phase method's run (``init_from``) is not "from scratch"; AdamW has no momentum."""
+    _fake_run(tmp_path / "run", random_tiny_model(6))
+    train_cfg = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    train_cfg.update(optimizer="adamw", lr=0.001, beta_1=0.9, beta_2=0.999, init_from="/runs/phase1")
+    (tmp_path / "run" / "train_config.json").write_text(json.dumps(train_cfg))
+    card = (weights.add_trained_weights(tmp_path / "run", tiny_registry.root) / "README.md").read_text()
+    assert "initialised from the run `phase1` (`init_from`) and trained on" in card
+    assert "adamw (lr 0.001, beta_1 0.9, beta_2 0.999)" in card and "momentum" not in card
 
 
 def name_is_valid(name):
