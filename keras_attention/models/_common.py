@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import check_positive, he_fan_out, serializable  # noqa: F401 (he_fan_out: re-exported)
+from keras_attention.losses import class_indices
 
 def batch_norm(name: str, zero_init: bool = False, momentum: float = 0.9) -> keras.layers.BatchNormalization:
     """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
@@ -61,6 +62,17 @@ def classifier_head(x, *, num_classes: int, include_top: bool, pooling: str | No
         x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
     return keras.layers.Dense(num_classes, activation=classifier_activation, dtype="float32",
                               name="head_fc")(x)
+
+
+def compiled_classification_loss(model: keras.Model, y, logits, sample_weight=None):
+    """The loss ``model`` was compiled with, of ``(N, K)`` ``logits`` against ``y`` (class indices or
+    one-hot), as a float32 scalar; softmax cross-entropy from logits where it was compiled without
+    one. For the custom ``compute_loss`` of hard- and region-attention models, whose terms are
+    cross-entropies of several logits (scales, glimpses, patches)."""
+    if model._compile_loss is None:
+        return ops.mean(keras.losses.sparse_categorical_crossentropy(class_indices(y, model.num_classes), logits,
+                                                                     from_logits=True))
+    return ops.cast(model._compile_loss(y, logits, sample_weight), "float32")
 
 
 def model_io_shape(model: keras.Model) -> tuple[tuple, int]:

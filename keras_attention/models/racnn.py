@@ -58,7 +58,7 @@ from keras import ops
 from keras_attention.layers._common import check_choice, check_positive, serializable
 from keras_attention.layers.attention_crop import AttentionCrop, boxes_from_units, constrain_boxes
 from keras_attention.losses import class_indices
-from keras_attention.models._common import check_model_args
+from keras_attention.models._common import check_model_args, compiled_classification_loss
 from keras_attention.registry import create_model, register_model
 
 PHASES = ("joint", "pretrain", "apn_pretrain", "classifiers", "apn")
@@ -320,7 +320,7 @@ class RACNN(keras.Model):
         phase = self.training_phase
         terms = [ops.cast(self._aggregate_additional_loss(loss), "float32") for loss in self.losses]
         if phase in ("joint", "pretrain", "classifiers"):
-            terms += [self._cross_entropy(y, logits, sample_weight) for logits in outputs["scale_logits"]]
+            terms += [compiled_classification_loss(self, y, logits, sample_weight) for logits in outputs["scale_logits"]]
         if phase in ("joint", "apn"):
             terms.append(self.ranking_loss(y, outputs["scale_logits"]))
         if phase == "apn_pretrain":
@@ -328,12 +328,6 @@ class RACNN(keras.Model):
             terms += [ops.mean(ops.square((p - ops.stop_gradient(t)) / side))
                       for p, t, side in zip(outputs["predicted"], outputs["targets"], sides)]
         return ops.sum(ops.stack(terms))
-
-    def _cross_entropy(self, y, logits, sample_weight):
-        if self._compile_loss is None:
-            return ops.mean(keras.losses.sparse_categorical_crossentropy(class_indices(y, self.num_classes), logits,
-                                                                         from_logits=True))
-        return ops.cast(self._compile_loss(y, logits, sample_weight), "float32")
 
     def ranking_loss(self, y, scale_logits):
         """The inter-scale ranking loss on the true class's probabilities (paper Eq. 8)."""

@@ -46,7 +46,7 @@ from keras_attention.layers.saccader import (CELL_POLICIES, POLICIES, SaccaderCe
                                              gather_cells, ordered_logits_cells, sobel_cells)
 from keras_attention.losses import (class_indices, correct_prediction_rewards, location_pretraining_loss,
                                     reinforce_loss)
-from keras_attention.models._common import batch_norm, check_model_args
+from keras_attention.models._common import batch_norm, check_model_args, compiled_classification_loss
 from keras_attention.models.bagnet import build_bagnet, receptive_field
 from keras_attention.registry import register_model
 
@@ -287,11 +287,8 @@ class Saccader(keras.Model):
         steps = glimpse_logits.shape[1]
         flat_logits = ops.reshape(glimpse_logits, (-1, glimpse_logits.shape[-1]))
         repeat = lambda t: None if t is None else ops.repeat(t, steps, axis=0)  # noqa: E731
-        if self._compile_loss is None:
-            labels = repeat(class_indices(y, self.num_classes))
-            return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, flat_logits, from_logits=True))
         # example n's T glimpses are rows n*T ... n*T + T - 1, so its labels repeat T times
-        return self._compile_loss(repeat(y), flat_logits, repeat(sample_weight))
+        return compiled_classification_loss(self, repeat(y), flat_logits, repeat(sample_weight))
 
     def initialize_from(self, source: keras.Model) -> None:
         """The start of a training phase (``keras-attention train --init-from``): a trained

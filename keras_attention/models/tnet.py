@@ -39,6 +39,7 @@ conv, ``keep_prob 0.5``) is ``SpatialDropout2D(dropout_rate)``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -48,7 +49,7 @@ from keras import ops
 
 from keras_attention.layers._common import check_choice, check_positive, serializable
 from keras_attention.losses import class_indices, correct_prediction_rewards
-from keras_attention.models._common import check_model_args
+from keras_attention.models._common import check_model_args, compiled_classification_loss
 from keras_attention.registry import register_model
 
 STAGE_PLANES = (64, 128, 256, 512)
@@ -518,12 +519,6 @@ class TNet(keras.Model):
         self.training_phase = phase
         self.train_function = None
 
-    def _ce(self, y, logits, sample_weight):
-        if self._compile_loss is None:
-            return ops.mean(keras.losses.sparse_categorical_crossentropy(class_indices(y, self.num_classes), logits,
-                                                                         from_logits=True))
-        return self._compile_loss(y, logits, sample_weight)
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The official TNet loss (module docstring); outside training, the compiled loss of the logits.
 
@@ -534,7 +529,7 @@ class TNet(keras.Model):
             return super().compute_loss(x, y, y_pred, sample_weight, training)
         extra = [self._aggregate_additional_loss(loss) for loss in self.losses]
         loss, rewards_mean = tnet_loss(
-            outputs, y, self.num_classes, self.baseline, ce=lambda yy, lg, sw: self._ce(yy, lg, sw),
+            outputs, y, self.num_classes, self.baseline, ce=functools.partial(compiled_classification_loss, self),
             sample_weight=sample_weight, ce_weight=self.ce_weight, reinforce_weight=self.reinforce_weight,
             reinforce_final_weight=self.reinforce_final_weight)
         if rewards_mean is not None:
