@@ -83,6 +83,52 @@ def pretrained_config(cfg, label_names, model_kwargs, weights_path: Path, metric
         validate=False)
 
 
+#: ``--set`` options of a training command that describe the machine it ran on, not the recipe.
+_MACHINE_OPTIONS = ("dataset", "data_dir", "output_dir", "verbose", "num_threads", "logical_cpus", "cache")
+
+
+def portable_train_command(command: str | None, recipe: str, architecture: str, name: str) -> str:
+    """The command of a run as a user would type it in the repository, for the model card.
+
+    Keeps the run's own options (``--set epochs=2``, ``--init-from``, ``--resume`` ...) so that
+    the card says how the weights were really made, and replaces what belongs to the machine that
+    trained: the recipe path becomes ``weights/<recipe>``, ``--output`` and ``init_from`` become
+    ``runs/<folder name>``, and ``--set`` of dataset paths, verbosity and threads, and
+    ``--progress``, are dropped.
+
+    Args:
+        command: the run's command (``pretrained.json`` ``source.command``), or None.
+        recipe: the recipe relative to ``weights/`` (``_recipes/imagewoof_tnet.yaml``).
+        architecture, name: the entry's architecture and ``arch.tag`` name.
+
+    Returns:
+        ``keras-attention train --recipe weights/<recipe> --model <arch> [options] --output runs/<name>``.
+    """
+    import shlex
+    kept = []
+    tokens = shlex.split(command or "")[2:]  # after "keras-attention train"
+    i = 0
+    while i < len(tokens):
+        token, value = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
+        i += 1
+        if token in ("--recipe", "--model", "--output", "--progress"):
+            i += 1
+        elif token == "--init-from" and value is not None:
+            kept += [token, f"runs/{Path(value).name}"]
+            i += 1
+        elif token == "--set" and value is not None:
+            key, _, setting = value.partition("=")
+            if key == "init_from":
+                kept += [token, f"init_from=runs/{Path(setting).name}"]
+            elif key not in _MACHINE_OPTIONS:
+                kept += [token, value]
+            i += 1
+        else:
+            kept.append(token)
+    return shlex.join(["keras-attention", "train", "--recipe", f"weights/{recipe}", "--model", architecture,
+                       *kept, "--output", f"runs/{name}"])
+
+
 def default_weights_dir() -> Path:
     """Where :func:`add_trained_weights` writes by default.
 
@@ -234,8 +280,8 @@ def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
     if source.get("recipe") and {"recipes", "_recipes"} & set(Path(source["recipe"]).parts):
         source["recipe"] = f"_recipes/{Path(source['recipe']).name}"  # as shipped in weights/
     if source.get("recipe"):
-        source["command"] = (f"keras-attention train --recipe weights/{source['recipe']} --model "
-                             f"{cfg['architecture']} --output runs/{cfg['name']}")
+        source["command"] = portable_train_command(source.get("command"), source["recipe"], cfg["architecture"],
+                                                   cfg["name"])
     source["train_time_s"] = metrics.get("train_time_s_total")
     with atomic_folder(target) as tmp:
         tmp.mkdir()

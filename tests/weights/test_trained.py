@@ -26,7 +26,10 @@ def _fake_run(path, model):
     cfg = tiny_cfg("cifar10", weights.sha256_file(path / "model.weights.h5"),
                    (path / "model.weights.h5").stat().st_size, repo_id="keras-attention/x", revision=None,
                    default=True)
-    cfg["source"] = {"recipe": "recipes/cifar10_resnet_short.yaml", "command": "keras-attention train ...",
+    cfg["source"] = {"recipe": "recipes/cifar10_resnet_short.yaml",
+                     "command": "keras-attention train --recipe /home/me/recipes/cifar10_resnet_short.yaml --set "
+                                "dataset=/home/me/cifar10 --init-from /scratch/runs/phase1 --set epochs=5 "
+                                "--output /scratch/runs/r20 --progress 2 --set mixed_precision=bfloat16",
                      "hardware": "CPU x86_64 x2 (tensorflow)", "epochs": 5}
     cfg["metrics"]["per_class_top1"] = {"cat": 91.0, "dog": None}
     (path / "pretrained.json").write_text(json.dumps(cfg))
@@ -55,6 +58,10 @@ def test_run_becomes_a_loadable_entry_with_a_card(tmp_path, tiny_registry):
                  "Top-1 per class (%): cat 91.0, dog n/a.", "sgd (lr 0.1, momentum 0.9, nesterov True)",
                  "trained from scratch on"):
         assert text in card
+    # the command a user types in the repository, with the run's own options kept
+    assert ("`keras-attention train --recipe weights/_recipes/cifar10_resnet_short.yaml --model "
+            f"{cfg['architecture']} --init-from runs/phase1 --set epochs=5 --set mixed_precision=bfloat16 --output runs/"
+            f"{cfg['name']}`") in card
     entry = json.loads((folder / "pretrained.json").read_text())
     assert entry["source"]["recipe"] == "_recipes/cifar10_resnet_short.yaml"
     assert entry["source"]["train_time_s"] == 600.0
