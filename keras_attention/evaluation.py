@@ -49,6 +49,15 @@ class LoadedModel:
     config: dict
     precision: str = "float32"
 
+    def describe(self, index: int) -> dict:
+        """``{"label": ..., "index": ...}`` of class ``index``, with ``description`` (a readable name,
+        the entry's ``label_descriptions``) where the weights give one."""
+        record = {"label": self.label_names[index], "index": int(index)}
+        descriptions = self.config.get("label_descriptions")
+        if descriptions and len(descriptions) == len(self.label_names):
+            record["description"] = descriptions[index]
+        return record
+
     @property
     def outputs_probabilities(self) -> bool:
         return outputs_probabilities(self.model)
@@ -270,7 +279,9 @@ def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
 
     Returns:
         One dict per file, in order: ``{"file": path, "top": [{"label": name,
-        "index": i, "probability": p}, ...]}`` (probabilities in [0, 1], descending). A
+        "index": i, "probability": p}, ...]}`` (probabilities in [0, 1], descending; a
+        ``"description"`` too, the class's readable name, where the weights give
+        ``label_descriptions``). A
         model with a ``glimpse`` method (Saccader, TNet, RA-CNN, multi-granularity: the
         regions it looked at) adds ``"glimpses"``: one dict per glimpse, in the order
         taken, with ``"box"`` (top, left, bottom, right) in the image file's pixels,
@@ -308,8 +319,7 @@ def predict(model_spec, image_paths, *, top_k: int = 5, batch_size: int = 32,
         for i, (path, p) in enumerate(zip(paths[start:start + batch_size], probs)):
             order = np.argsort(-p, kind="stable")[:k]
             results.append({"file": path, "top": [
-                {"label": loaded.label_names[i], "index": int(i), "probability": float(p[i])}
-                for i in order]})
+                {**loaded.describe(i), "probability": float(p[i])} for i in order]})
             if glimpses:
                 results[-1]["glimpses"] = _glimpse_records(out, i, images[start + i].shape, loaded)
     return results
@@ -327,6 +337,6 @@ def _glimpse_records(out: dict, i: int, image_shape, loaded: LoadedModel) -> lis
         if "glimpse_logits" in out:
             p = _softmax(np.asarray(out["glimpse_logits"][i, t], np.float64)[None])[0]
             c = int(np.argmax(p))
-            record.update({"label": loaded.label_names[c], "index": c, "probability": float(p[c])})
+            record.update({**loaded.describe(c), "probability": float(p[c])})
         records.append(record)
     return records

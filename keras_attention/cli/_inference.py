@@ -72,6 +72,11 @@ def _add_predict_parser(sub):
     return p
 
 
+def _label_text(record: dict) -> str:
+    """``n02086240 (Shih-Tzu)`` where the weights give readable names, else the label."""
+    return f"{record['label']} ({record['description']})" if record.get("description") else record["label"]
+
+
 def cmd_predict(args) -> int:
     from keras_attention.evaluation import predict
     results = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size,
@@ -85,12 +90,12 @@ def cmd_predict(args) -> int:
     for r in results:
         print(r["file"])
         for t in r["top"]:
-            print(f"  {100 * t['probability']:6.2f}%  {t['label']}")
+            print(f"  {100 * t['probability']:6.2f}%  {_label_text(t)}")
         if "glimpses" in r:
             print(f"  {len(r['glimpses'])} glimpses, in order (top, left, bottom, right in image pixels):")
             for n, g in enumerate(r["glimpses"], 1):
                 box = ", ".join(f"{v:.0f}" for v in g["box"])
-                own = f"  {100 * g['probability']:5.1f}% {g['label']}" if "label" in g else ""
+                own = f"  {100 * g['probability']:5.1f}% {_label_text(g)}" if "label" in g else ""
                 print(f"    {n}: ({box}){own}")
     return 0
 

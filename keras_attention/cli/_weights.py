@@ -131,6 +131,10 @@ def _add_add_weights_parser(sub):
                         "folder on KERAS_ATTENTION_WEIGHTS_PATH)")
     p.add_argument("--notes-file", type=Path, help="markdown added to every card under 'Notes'")
     p.add_argument("--overwrite", action="store_true", help="replace existing entries")
+    p.add_argument("--label-descriptions", type=Path, default=None,
+                   help="JSON {label: readable name} (or a label hierarchy with 'names', such as "
+                        "keras_attention/data/hierarchies/imagewoof.json) stored with the entry and shown "
+                        "by predict")
     return p
 
 
@@ -140,8 +144,10 @@ def cmd_add_weights(args) -> int:
         if not args.notes_file.is_file():
             raise MissingFileError(f"--notes-file {str(args.notes_file)!r} does not exist.")
         notes = args.notes_file.read_text(encoding="utf-8")
+    descriptions = weights.read_label_descriptions(args.label_descriptions) if args.label_descriptions else None
     for run in args.runs:
-        print(weights.add_trained_weights(run, args.weights_dir, notes=notes, overwrite=args.overwrite))
+        print(weights.add_trained_weights(run, args.weights_dir, notes=notes, overwrite=args.overwrite,
+                                          label_descriptions=descriptions))
     return 0
 
 

@@ -34,7 +34,7 @@ from keras_attention.weights._registry import (DEFAULT_CLASSIFIER, KERAS_WEIGHTS
 from keras_attention.weights._resolve import (ModelSource, get_pretrained_cfg, is_local_path, parse_hf_address,
                                               resolve_source, source_cfg)
 from keras_attention.weights._trained import (add_trained_weights, default_weights_dir, pretrained_config,
-                                              recipe_ref)
+                                              read_label_descriptions, recipe_ref)
 
 __all__ = [
     "DEFAULT_CLASSIFIER", "FORMAT_LOADERS", "KERAS_WEIGHTS_FILENAME", "PAPERS", "PRETRAINED_FILENAME",
@@ -43,7 +43,7 @@ __all__ = [
     "add_trained_weights", "build_hub_folder", "build_model_card", "card_data", "default_weights_dir",
     "entry_cfg", "fetch_verified", "find_pretrained", "format_loader", "get_pretrained_cfg", "is_local_path",
     "list_pretrained", "load", "paper_for", "parse_hf_address", "pretrained_config", "pretrained_entry",
-    "publish", "recipe_ref", "register_weights_format", "related_papers_for", "resolve_file", "resolve_files",
+    "publish", "read_label_descriptions", "recipe_ref", "register_weights_format", "related_papers_for", "resolve_file", "resolve_files",
     "resolve_source", "save_hub_folder", "sha256_file", "source_cfg", "transfer_weights",
     "update_registry_revision", "upload_hub_folder", "validate_pretrained_cfg", "validate_registry",
     "weights_dirs",

@@ -204,6 +204,10 @@ def validate_pretrained_cfg(cfg: dict, where: str = "pretrained config") -> None
             _fail(where, "labels_file must be a path relative to weights/")
     else:
         _fail(where, "missing field 'label_names' (or 'labels_file')")
+    descriptions = cfg.get("label_descriptions")
+    if descriptions is not None and not (isinstance(descriptions, list) and len(descriptions) == num_classes
+                                         and all(isinstance(v, str) for v in descriptions)):
+        _fail(where, f"label_descriptions must be a list of {num_classes} strings (one per label)")
     need("license", str, "a license id such as 'apache-2.0'")
     paper = need("paper", (dict, str), "an object {title, url, arxiv}")
     if isinstance(paper, dict) and not paper:

@@ -183,8 +183,10 @@ def _card_body(cfg: dict, train_cfg: dict, metrics: dict, notes: str | None) -> 
         "",
     ]
     if m.get("per_class_top1"):
+        described = dict(zip(cfg["label_names"], cfg.get("label_descriptions") or []))
         lines += ["Top-1 per class (%): " + ", ".join(
-            f"{label} {_number(v, '.1f')}" for label, v in m["per_class_top1"].items()) + ".", ""]
+            f"{label}{f' ({described[label]})' if label in described else ''} {_number(v, '.1f')}"
+            for label, v in m["per_class_top1"].items()) + ".", ""]
     epochs = train_cfg.get("epochs")
     minutes = metrics.get("train_time_s_total")
     lines += [
@@ -229,8 +231,27 @@ def _read_run_json(path: Path) -> dict:
         raise InvalidInputError(f"{path} is not valid JSON: {e}") from None
 
 
+def read_label_descriptions(path) -> dict[str, str]:
+    """A JSON file of human-readable class names: ``{label: description}``, or a label hierarchy
+    (:mod:`keras_attention.data.hierarchy` format) whose ``names`` give them (WordNet ids -> words).
+
+    Raises:
+        MissingFileError: no such file.
+        InvalidInputError: not JSON, or not a mapping of strings to strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"Label descriptions {str(path)!r} do not exist.")
+    values = _read_run_json(path)
+    values = values.get("names", values) if isinstance(values, dict) else values
+    if not (isinstance(values, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())):
+        raise InvalidInputError(f"{path}: expected a JSON object {{label: description}} (or a hierarchy with "
+                                f"'names').")
+    return values
+
+
 def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
-                        overwrite: bool = False) -> Path:
+                        overwrite: bool = False, label_descriptions: dict[str, str] | None = None) -> Path:
     """Adds a finished training run to the weights registry as ``<weights_dir>/<arch>.<tag>/``.
 
     Copies ``model.weights.h5`` (its SHA-256 checked against the run's ``pretrained.json``)
@@ -246,6 +267,9 @@ def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
             checkout's ``weights/``, else ``KERAS_ATTENTION_WEIGHTS_PATH``).
         notes: markdown added to the card under "Notes".
         overwrite: replace an existing entry.
+        label_descriptions: human-readable names of the labels (``{"n02086240": "Shih-Tzu"}``,
+            :func:`read_label_descriptions`), stored as the entry's ``label_descriptions`` (every
+            label must have one) and shown by ``predict`` and the card.
 
     Returns:
         The entry's folder.
@@ -255,7 +279,8 @@ def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
         ChecksumError: the run's weights do not match its ``pretrained.json``.
         RegistryError: the run's ``pretrained.json`` breaks the schema.
         FolderExistsError: the entry exists and ``overwrite`` is false.
-        InvalidInputError: no ``weights_dir`` and no default (installed package).
+        InvalidInputError: no ``weights_dir`` and no default (installed package), or a label
+            without a description.
     """
     run_dir = Path(run_dir)
     weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
@@ -272,6 +297,11 @@ def add_trained_weights(run_dir, weights_dir=None, *, notes: str | None = None,
     if actual != expected:
         raise ChecksumError(f"{run_dir / KERAS_WEIGHTS_FILENAME}: SHA-256 {actual}, its pretrained.json says "
                             f"{expected}.")
+    if label_descriptions is not None:
+        missing = [label for label in cfg["label_names"] if label not in label_descriptions]
+        if missing:
+            raise InvalidInputError(f"No description for the labels {missing[:5]} ({len(missing)} in all).")
+        cfg["label_descriptions"] = [label_descriptions[label] for label in cfg["label_names"]]
     target = weights_dir / cfg["name"]
     if target.exists() and not overwrite:
         raise FolderExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it.")

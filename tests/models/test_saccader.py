@@ -364,7 +364,8 @@ def test_predict_gives_the_glimpses_in_the_image_files_pixels(capsys, monkeypatc
     from keras_attention.data.transforms import eval_view_box
     model = tiny()
     loaded = evaluation.load_for_inference(model, {"input_size": [SIZE, SIZE, 3], "crop_pct": 0.875,
-                                                   "label_names": list("abcde")})
+                                                   "label_names": list("abcde"),
+                                                   "label_descriptions": ["Alpha", "Beta", "Gamma", "Delta", "Eps"]})
     files = sorted((IMAGEWOOF / "val").glob("*/*.JPEG"))[:3]
     results = evaluation.predict(loaded, files, top_k=2)
     expected = model.glimpse(evaluation.preprocess_images([evaluation.load_image_file(f) for f in files],
@@ -380,8 +381,11 @@ def test_predict_gives_the_glimpses_in_the_image_files_pixels(capsys, monkeypatc
             assert top - 0.01 <= y0 < y1 <= bottom + 0.01 and left - 0.01 <= x0 < x1 <= right + 0.01
             np.testing.assert_allclose([y1 - y0, x1 - x0], 77 * scale, atol=0.02)
             assert g["label"] in "abcde" and 0 < g["probability"] <= 1
+            assert g["description"] == loaded.config["label_descriptions"]["abcde".index(g["label"])]
     # the command prints them (the model is given through a patched loader: no run folder needed)
     monkeypatch.setattr(evaluation, "load_for_inference", lambda spec, *a, **k: loaded)
     assert main(["predict", "tiny", str(files[0]), "--top-k", "1"]) == 0
     out = capsys.readouterr().out
     assert f"{model.num_glimpses} glimpses, in order" in out and "    6: (" in out
+    top = results[0]["top"][0]
+    assert f"%  {top['label']} ({top['description']})" in out  # readable names where the weights give them

@@ -81,6 +81,26 @@ def test_card_of_a_phase_run_names_its_start_and_optimizer(tmp_path, tiny_regist
     assert "adamw (lr 0.001, beta_1 0.9, beta_2 0.999)" in card and "momentum" not in card
 
 
+def test_label_descriptions_are_stored_shown_and_checked(tmp_path, tiny_registry):
+    cfg = _fake_run(tmp_path / "run", random_tiny_model(7))
+    labels = cfg["label_names"]
+    hierarchy = tmp_path / "hierarchy.json"  # a label hierarchy's "names" (WordNet id -> words) serve too
+    hierarchy.write_text(json.dumps({"levels": ["group"], "names": {label: label.upper() for label in labels}}))
+    names = weights.read_label_descriptions(hierarchy)
+    folder = weights.add_trained_weights(tmp_path / "run", tiny_registry.root, label_descriptions=names)
+    entry = json.loads((folder / "pretrained.json").read_text())
+    assert entry["label_descriptions"] == [label.upper() for label in labels]
+    assert f"{labels[0]} ({labels[0].upper()}) " in (folder / "README.md").read_text()
+    with pytest.raises(InvalidInputError, match="No description for the labels"):
+        weights.add_trained_weights(tmp_path / "run", tiny_registry.root, overwrite=True,
+                                    label_descriptions={labels[0]: "only one"})
+    (tmp_path / "bad.json").write_text(json.dumps(["not", "a", "mapping"]))
+    with pytest.raises(InvalidInputError, match="expected a JSON object"):
+        weights.read_label_descriptions(tmp_path / "bad.json")
+    with pytest.raises(weights.RegistryError, match="label_descriptions must be a list"):
+        weights.validate_pretrained_cfg({**entry, "label_descriptions": ["too few"]}, "entry")
+
+
 def name_is_valid(name):
     return name in weights.validate_registry(check_architectures=True)
 
