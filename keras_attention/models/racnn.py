@@ -46,6 +46,15 @@ outputs are mapped into the valid range instead
 (:func:`keras_attention.layers.attention_crop.boxes_from_units`): ``t_l`` between
 ``min_half_side * S`` and ``S / 2``, the centre so that the square lies inside the image. A fresh
 APN (outputs near 0.5) proposes the centred square of half side ``S / 3``.
+
+Ranking gradient (our choice, ``ranking_gradient="finer"``; ``"both"`` is the plain gradient of
+Eq. 8). APN 1 makes scale 2's crop, so it moves ``p_2`` in two pairs: ``(p_1, p_2)`` asks for a
+higher ``p_2``, ``(p_2, p_3)`` for a *lower* one. With both terms active the two cancel and APN 1
+can shrink the loss by making scale 2 worse. On Imagewoof this collapsed APN 1 in one ranking phase
+(every box the minimum square in one corner; docs/racnn.md). With ``"finer"`` the coarser
+probability of each pair is a stop-gradient target: the loss's value is unchanged, and it can only
+raise the finer scales' probabilities, which is what the paper asks of the APN (Sec. 3.2: the finer
+scale should predict the true class more confidently).
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ from keras_attention.registry import create_model, register_model
 
 PHASES = ("joint", "pretrain", "apn_pretrain", "classifiers", "apn")
 FUSIONS = ("mean_softmax",)
+RANKING_GRADIENTS = ("finer", "both")
 NUM_SCALES = 3
 
 
@@ -112,15 +122,20 @@ def response_boxes(features, side: int):
     return constrain_boxes(ops.stack([cx, cy, half], axis=-1), float(side), 0.25)
 
 
-def ranking_loss(probabilities, margin: float = 0.05):
+def ranking_loss(probabilities, margin: float = 0.05, coarser_as_target: bool = False):
     """Pairwise ranking loss (paper Eq. 8): ``mean_n sum_s max(0, p_s - p_{s+1} + margin)``.
 
     Args:
         probabilities: ``(N, T)`` the true class's softmax probability at each scale.
         margin: 0.05 as the paper.
+        coarser_as_target: stop the gradient through ``p_s`` in each pair, so that the loss can only
+            raise the finer scale's ``p_{s+1}`` (the value is the same). With the plain gradient, the
+            APN that makes scale ``s``'s crop also lowers the pair ``(s, s+1)`` by making ``p_s``
+            *worse*; :class:`RACNN` module docstring.
     """
     p = ops.cast(probabilities, "float32")
-    return ops.mean(ops.sum(ops.relu(p[:, :-1] - p[:, 1:] + margin), axis=-1))
+    coarser = ops.stop_gradient(p[:, :-1]) if coarser_as_target else p[:, :-1]
+    return ops.mean(ops.sum(ops.relu(coarser - p[:, 1:] + margin), axis=-1))
 
 
 def boxes_to_input(boxes, parents, crop_size: int):
@@ -158,6 +173,9 @@ class RACNN(keras.Model):
         min_half_side: lower bound of ``t_l`` as a fraction of the side (1/6: a crop is at least
             a third of its input's side).
         margin: margin of the ranking loss (0.05).
+        ranking_gradient: ``"finer"`` (default): each pair's loss only raises the finer scale's
+            probability (the coarser one is a stop-gradient target); ``"both"``: the plain
+            gradient of Eq. 8 (module docstring, "Ranking gradient").
         scales: how many scales the prediction uses (1, 2 or 3); may be passed per call.
         fusion: ``"mean_softmax"``: logits ``log(mean_s softmax(logits_s))`` (module docstring).
         training_phase: one of ``"joint"``, ``"pretrain"``, ``"apn_pretrain"``, ``"classifiers"``,
@@ -178,8 +196,9 @@ class RACNN(keras.Model):
     def __init__(self, num_classes: int = 200, input_shape: Sequence[int] = (448, 448, 3), *,
                  backbone: str = "vgg19", backbone_kwargs: dict | None = None, crop_size: int | None = None,
                  apn_grid: int | None = None, apn_units: int = 1024, k: float = 10.0,
-                 min_half_side: float = 1 / 6, margin: float = 0.05, scales: int = 3,
-                 fusion: str = "mean_softmax", training_phase: str = "joint", name: str = "racnn", **kwargs):
+                 min_half_side: float = 1 / 6, margin: float = 0.05, ranking_gradient: str = "finer",
+                 scales: int = 3, fusion: str = "mean_softmax", training_phase: str = "joint", name: str = "racnn",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         input_shape = check_model_args(num_classes, input_shape, True)
         if input_shape[0] is None or input_shape[0] != input_shape[1]:
@@ -189,6 +208,7 @@ class RACNN(keras.Model):
         self._check_scales(scales)
         check_positive("apn_units", apn_units, integer=True)
         check_positive("margin", margin)
+        check_choice("ranking_gradient", ranking_gradient, RANKING_GRADIENTS)
         self.num_classes = int(num_classes)
         self.image_shape = tuple(int(s) for s in input_shape)
         self.backbone = backbone
@@ -199,6 +219,7 @@ class RACNN(keras.Model):
         self.k = float(k)
         self.min_half_side = float(min_half_side)
         self.margin = float(margin)
+        self.ranking_gradient = ranking_gradient
         self.scales = int(scales)
         self.fusion = fusion
         self.training_phase = training_phase
@@ -334,7 +355,7 @@ class RACNN(keras.Model):
         labels = class_indices(y, self.num_classes)
         onehot = ops.one_hot(labels, self.num_classes, dtype="float32")
         probs = ops.stack([ops.sum(ops.softmax(l, axis=-1) * onehot, axis=-1) for l in scale_logits], axis=-1)
-        return ranking_loss(probs, self.margin)
+        return ranking_loss(probs, self.margin, coarser_as_target=self.ranking_gradient == "finer")
 
     def initialize_from(self, source: keras.Model) -> None:
         """The start of a training phase (``init_from``): an RA-CNN of the same configuration gives all
@@ -356,8 +377,8 @@ class RACNN(keras.Model):
         return {"num_classes": self.num_classes, "input_shape": list(self.image_shape), "backbone": self.backbone,
                 "backbone_kwargs": self.backbone_kwargs, "crop_size": self.crop_size, "apn_grid": self.apn_grid,
                 "apn_units": self.apn_units, "k": self.k, "min_half_side": self.min_half_side,
-                "margin": self.margin, "scales": self.scales, "fusion": self.fusion,
-                "training_phase": self.training_phase, "name": self.name}
+                "margin": self.margin, "ranking_gradient": self.ranking_gradient, "scales": self.scales,
+                "fusion": self.fusion, "training_phase": self.training_phase, "name": self.name}
 
     @classmethod
     def from_config(cls, config):

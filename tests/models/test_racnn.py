@@ -8,7 +8,7 @@ import pytest
 import keras_attention as ka
 from keras_attention.layers.attention_crop import units_from_boxes
 from keras_attention.models.racnn import RACNN, boxes_to_input, ranking_loss, response_boxes
-from tests.helpers import check_fresh_process_reload, count_trainable_params, random_images
+from tests.helpers import check_fresh_process_reload, count_trainable_params, gradient, random_images
 
 # racnn_vgg19 at 200 classes (CUB), the released model's structure (paper Sec. 3-4; the issue):
 VGG19_CONVS = 20_024_384                      # keras.applications.VGG19 conv1_1 ... conv5_4 (16 convs, bias)
@@ -99,6 +99,21 @@ def test_ranking_loss():
     p = [np.exp(l[0, 0]) / np.exp(l[0]).sum() for l in logits]
     expected = max(0, p[0] - p[1] + margin) + max(0, p[1] - p[2] + margin)
     assert float(numpy(model.ranking_loss(y, logits))) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ranking_gradient_finer_only_raises_the_finer_scales():
+    """Both pairs active: the plain gradient w.r.t. p_2 cancels (-1 + 1) and pushes p_1 down;
+    "finer" treats each pair's coarser probability as a target, so only p_2 and p_3 are pushed up."""
+    p = np.array([[0.5, 0.4, 0.3]], "float32")
+    both = gradient(lambda q: ranking_loss(q, 0.05), p)
+    finer = gradient(lambda q: ranking_loss(q, 0.05, coarser_as_target=True), p)
+    np.testing.assert_allclose(both, [[1.0, 0.0, -1.0]], atol=1e-6)
+    np.testing.assert_allclose(finer, [[0.0, -1.0, -1.0]], atol=1e-6)
+    assert float(numpy(ranking_loss(p, 0.05, coarser_as_target=True))) == pytest.approx(
+        float(numpy(ranking_loss(p, 0.05))))
+    assert tiny().ranking_gradient == "finer"
+    with pytest.raises(ValueError, match="ranking_gradient"):
+        tiny(ranking_gradient="coarser")
 
 
 def test_apn_targets_centre_a_half_side_square_on_the_strongest_response():
