@@ -23,14 +23,16 @@ def count_params(model: keras.Model, trainable_only: bool = True) -> int:
 
 
 def _layer_macs(layer, inputs, outputs) -> int:
+    # The batch axis counts: the model runs on ONE image, so a layer that sees a batch of B
+    # (TNet's patches, a model's crops) works B times for that image.
     in_shape, out_shape = tuple(inputs.shape), tuple(outputs.shape)
     if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return math.prod(out_shape[1:]) * math.prod(layer.kernel_size)
+        return math.prod(out_shape) * math.prod(layer.kernel_size)
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
         cin = in_shape[-1] // layer.groups
-        return math.prod(out_shape[1:]) * math.prod(layer.kernel_size) * cin
+        return math.prod(out_shape) * math.prod(layer.kernel_size) * cin
     if isinstance(layer, keras.layers.Dense):
-        return math.prod(out_shape[1:]) * in_shape[-1]
+        return math.prod(out_shape) * in_shape[-1]
     return 0
 
 
@@ -49,7 +51,7 @@ def _recording(records: list):
 
     def matmul(a, b):
         out = original_matmul(a, b)
-        records.append(("matmul", math.prod(out.shape[1:]) * a.shape[-1]))
+        records.append(("matmul", math.prod(out.shape) * a.shape[-1]))
         return out
 
     keras.layers.Layer.__call__, keras.ops.matmul = call, matmul
@@ -64,7 +66,8 @@ def count_macs(model: keras.Model, input_shape=None, by_layer: bool = False):
 
     Args:
         model: a built model taking one NHWC image tensor.
-        input_shape: ``(H, W, C)``; default the model's input shape (must be fully known).
+        input_shape: ``(H, W, C)``; default the model's input shape (a subclassed model's
+            ``image_shape``; must be fully known).
         by_layer: also return a list of ``(layer name, MACs)``.
 
     Returns:
@@ -73,12 +76,25 @@ def count_macs(model: keras.Model, input_shape=None, by_layer: bool = False):
     Raises:
         ValueError: the input shape is not fully known and not given.
     """
-    input_shape = tuple(input_shape or model.input_shape[1:])
+    if input_shape is None:  # a functional model's input, or a subclassed one's image_shape
+        input_shape = getattr(model, "image_shape", None) or model.input_shape[1:]
+    input_shape = tuple(input_shape)
     if any(d is None for d in input_shape):
         raise ValueError(f"count_macs needs a fully known input shape, received {input_shape}; "
                          "pass input_shape=(H, W, C).")
+    return count_call_macs(lambda: model(np.zeros((1, *input_shape), "float32"), training=False), by_layer)
+
+
+def count_call_macs(fn, by_layer: bool = False):
+    """Multiply-accumulates of every convolution, dense layer and ``keras.ops.matmul`` that ``fn()``
+    runs, each times the batch it saw (so ``fn`` should run ONE image; a model that batches its
+    patches or crops internally is counted in full).
+
+    Returns:
+        Total MACs (int), or ``(total, records)`` with ``by_layer=True``.
+    """
     records: list = []
     with _recording(records):
-        model(np.zeros((1, *input_shape), "float32"), training=False)
+        fn()
     total = int(sum(m for _, m in records))
     return (total, records) if by_layer else total

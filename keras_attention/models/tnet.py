@@ -47,6 +47,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_attention.complexity import count_call_macs
 from keras_attention.layers._common import check_choice, check_positive, serializable
 from keras_attention.losses import class_indices, correct_prediction_rewards
 from keras_attention.models._common import check_model_args, compiled_classification_loss
@@ -601,33 +602,6 @@ def tnet_loss(outputs: dict, y, num_classes: int, baseline, *, ce=None, sample_w
 
 
 # ---------------------------------------------------------------------- complexity
-def _count_batch_macs(fn) -> int:
-    """MACs of every conv / dense call made by ``fn()``, times the batch each call saw.
-
-    :func:`keras_attention.complexity.count_macs` counts one sample of each call; TNet's
-    later levels run the extractor on a batch of ``N * P`` patches for ``N`` images, so each
-    call's count is multiplied by its batch size here.
-    """
-    from keras_attention.complexity import _layer_macs
-
-    total = 0
-    original_call = keras.layers.Layer.__call__
-
-    def call(self, *args, **kwargs):
-        nonlocal total
-        outputs = original_call(self, *args, **kwargs)
-        if args and hasattr(args[0], "shape") and hasattr(outputs, "shape"):
-            total += _layer_macs(self, args[0], outputs) * int(outputs.shape[0])
-        return outputs
-
-    keras.layers.Layer.__call__ = call
-    try:
-        fn()
-    finally:
-        keras.layers.Layer.__call__ = original_call
-    return total
-
-
 def tnet_macs(model: TNet, num_levels: int | None = None, patches_per_level=None) -> dict:
     """Multiply-accumulates per image actually spent by TNet, and by the extractor on the full image.
 
@@ -647,17 +621,17 @@ def tnet_macs(model: TNet, num_levels: int | None = None, patches_per_level=None
     num_levels = int(num_levels or model.num_levels)
     patches = model._patches(num_levels, model.patches_per_level if patches_per_level is None else patches_per_level)
     image = np.zeros((1, *model.image_shape), "float32")
-    total = _count_batch_macs(lambda: model(image, num_levels=num_levels, patches_per_level=patches))
+    total = count_call_macs(lambda: model(image, num_levels=num_levels, patches_per_level=patches))
     passes = sum(math.prod(patches[:i]) for i in range(num_levels))
-    extractor = _count_batch_macs(lambda: model.extractor(np.zeros((1, model.extractor_size, model.extractor_size, 3),
+    extractor = count_call_macs(lambda: model.extractor(np.zeros((1, model.extractor_size, model.extractor_size, 3),
                                                                    "float32")))
     grid_shape = model.location_module.inputs[0].shape[1:]
-    location = _count_batch_macs(lambda: model.location_module(
+    location = count_call_macs(lambda: model.location_module(
         [np.zeros((1, *grid_shape), "float32"), np.zeros((1, model.feature_dim), "float32")]))
     grids = passes - math.prod(patches) if num_levels > 1 else 0  # every level but the last has grids
     full = build_extractor(model.image_shape[:2], width_multiplier=model.width_multiplier, name="full_resolution")
     head = model.feature_dim * model.num_classes
-    full_macs = _count_batch_macs(lambda: full(np.zeros((1, *model.image_shape), "float32"))) + head
+    full_macs = count_call_macs(lambda: full(np.zeros((1, *model.image_shape), "float32"))) + head
     return {"total": total, "extractor": extractor, "passes": passes, "location": location,
             "fusion_and_head": total - passes * extractor - grids * location, "full_resolution": full_macs}
 

@@ -222,6 +222,9 @@ def test_macs_are_the_extractor_passes_plus_location_modules(shared):
     assert macs["total"] == 10 * macs["extractor"] + 4 * macs["location"] + macs["fusion_and_head"]
     assert tnet_macs(model, num_levels=1)["total"] == macs["extractor"] + dim * dim * 2 + dim * 5
     assert macs["full_resolution"] > macs["extractor"]
+    # count_macs on the (subclassed) model: its image_shape, and every patch of the internal batch
+    from keras_attention.complexity import count_macs
+    assert count_macs(model) == tnet_macs(model)["total"] > 2 * macs["extractor"]
 
 
 def test_registry_entries():
