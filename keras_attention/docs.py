@@ -18,8 +18,12 @@ from keras_attention.weights import get_pretrained_cfg, list_pretrained
 
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
 # docs/results.md's generated tables: marker name -> the recipe whose weights it lists.
+# A value may name several recipes (a multi-phase method's weights come from its last phase's recipe).
 RESULTS_TABLES = {"results-table": "cifar10_resnet_short.yaml",
-                  "colornet-table": "cifar10_colornet_short.yaml"}
+                  "colornet-table": "cifar10_colornet_short.yaml",
+                  "imagewoof-attention-table": ("imagewoof_saccader_3_saccader.yaml", "imagewoof_tnet.yaml",
+                                                "imagewoof_racnn_classifiers.yaml",
+                                                "imagewoof_granularity_descriptors.yaml")}
 PER_CLASS_TABLES = {"colornet-per-class": "cifar10_colornet_short.yaml"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,16 +41,24 @@ def model_table() -> str:
     return "\n".join(rows)
 
 
-def results_table(recipe: str) -> str:
+def recipes_of(value) -> tuple[str, ...]:
+    """A :data:`RESULTS_TABLES` value as a tuple of recipe file names."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def results_table(recipe) -> str:
     """Markdown table of our own trained weights made with ``recipe`` (a file name in
-    ``weights/_recipes``), best top-1 first.
+    ``weights/_recipes``, or several), best top-1 first.
 
     Every number comes from the entry's ``pretrained.json`` (written by the training
     script from its evaluation on the full split) or is counted from the model
-    (trainable parameters; multiply-accumulates for one image at the input size).
+    (trainable parameters; multiply-accumulates for one image at the input size). A run that
+    started from another (``init_from``: a phase of a multi-phase method) gives its own epochs
+    and time, marked "last phase"; its card gives the whole chain.
     """
+    recipes = recipes_of(recipe)
     cfgs = [get_pretrained_cfg(n) for n in list_pretrained()]
-    cfgs = [c for c in cfgs if Path((c.get("source") or {}).get("recipe") or "").name == recipe]
+    cfgs = [c for c in cfgs if Path((c.get("source") or {}).get("recipe") or "").name in recipes]
     cfgs.sort(key=lambda c: (-c["metrics"]["top1"], c["name"]))
     rows = ["| model | params | MACs | top-1 (%) | top-5 (%) | epochs | train time (min) | reproduce |",
             "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -54,8 +66,9 @@ def results_table(recipe: str) -> str:
         model = create_model(c["architecture"], **c["model_kwargs"])
         source, m = c["source"], c["metrics"]
         minutes = f"{source['train_time_s'] / 60:.1f}" if source.get("train_time_s") else "n/a"
+        phase = " (last phase)" if "init_from" in (source.get("command") or "").replace("-", "_") else ""
         rows.append(f"| `{c['name']}` | {count_params(model):,} | {count_macs(model) / 1e6:.1f} M | "
-                    f"{m['top1']:.2f} | {m['top5']:.2f} | {source.get('epochs', 'n/a')} | {minutes} | "
+                    f"{m['top1']:.2f} | {m['top5']:.2f} | {source.get('epochs', 'n/a')}{phase} | {minutes}{phase} | "
                     f"`{source.get('command', 'n/a')}` |")
     return "\n".join(rows)
 
