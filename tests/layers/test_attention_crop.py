@@ -66,7 +66,8 @@ def test_boxes_from_units_stay_in_range_and_keep_their_gradient():
     np.testing.assert_allclose(numpy(units_from_boxes(boxes[2:], 32.0, 0.125)), units[2:], atol=1e-5)
     # where a clip of the raw box would pass nothing (a half side beyond the bounds), this passes
     # a gradient to every unit
-    g = gradient(lambda u: keras.ops.sum(boxes_from_units(u, 32.0, 0.125) * np.array([1.0, 2.0, 3.0])),
+    weights = keras.ops.convert_to_tensor([1.0, 2.0, 3.0])
+    g = gradient(lambda u: keras.ops.sum(keras.ops.multiply(boxes_from_units(u, 32.0, 0.125), weights)),
                  np.array([[0.9, 0.1, 0.999], [0.2, 0.7, 0.001]], "float32"))
     assert np.all(np.abs(g) > 1e-3)
 
