@@ -18,6 +18,21 @@ RUN_SH = REPO_ROOT / "scripts" / "device" / "run.sh"
 DRIVER = REPO_ROOT / "scripts" / "device" / "driver.py"
 
 
+def test_working_tree_leaves_room_for_a_dataset_piece():
+    """Every accelerator call carries the tracked tree and one dataset piece within 64 MiB; a large
+    weights file committed to weights/ would shrink the pieces (more calls of a 15-minute budget)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("device_driver", DRIVER)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    tree_mib = sum((REPO_ROOT / f).stat().st_size for f in files.decode().split("\0")
+                   if f and (REPO_ROOT / f).is_file()) / 2**20
+    assert tree_mib + driver.PIECE_MIB <= driver.CALL_MIB, (
+        f"the tracked tree is {tree_mib:.1f} MiB: with a {driver.PIECE_MIB:.0f} MiB piece a call exceeds "
+        f"{driver.CALL_MIB:.0f} MiB; publish large weights to the Hub instead of committing them")
+
+
 def _device(args, tmp_path, **env):
     env = {**os.environ, "KERAS_BACKEND": "jax", "KA_DEVICE_STAGING": str(tmp_path / "staging"),
            "OUT": str(tmp_path / "OUT"), "TF_CPP_MIN_LOG_LEVEL": "3", **env}

@@ -3,7 +3,7 @@
 the outputs, and turn them into registry entries.
 
 The device machine (one H200; JAX, PyTorch and timm installed, no TensorFlow, no package
-registry) receives the working tree plus at most 64 MiB of carried paths per call, keeps
+registry) receives at most 64 MiB per call, the working tree and the carried paths together, keeps
 ``/tmp`` while it stays warm (about 30 s between calls), and returns at most 8 files of at
 most 16 MiB from ``$OUT``. So a session is a few calls:
 
@@ -48,6 +48,11 @@ STAGING = Path(os.environ.get("KA_DEVICE_STAGING", "/tmp/ka-device"))  # on the 
 WHEELS = ["keras==3.15.1", "namex", "optree", "grain==0.2.18", "array-record", "portpicker"]
 WHEEL_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
                    "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+#: What one call may carry: the working tree (tracked files) and the carried paths together. A
+#: dataset piece is carried with the tree, so the tree must stay under CALL_MIB - PIECE_MIB
+#: (tests/test_device_runner.py): large weights belong on the Hugging Face Hub, not in the tree.
+CALL_MIB = 64.0
+PIECE_MIB = 32.0
 #: Parts of the outputs: at most 16 MiB per file and 8 files (one is the index) per call.
 PART_MIB = float(os.environ.get("KA_DEVICE_PART_MIB", "15.5"))
 PARTS_PER_CALL = 7
@@ -389,7 +394,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("pack", help="here: wheels + datasets in pieces under .device/")
     p.add_argument("datasets", nargs="+", type=Path, help="dataset folders (prepared or class folders)")
     p.add_argument("--out", type=Path, default=REPO / ".device")
-    p.add_argument("--piece-mib", type=float, default=32.0)
+    p.add_argument("--piece-mib", type=float, default=PIECE_MIB)
     p.add_argument("--no-wheels", action="store_true")
     p = sub.add_parser("receive", help="there: stage the carried pieces")
     p.add_argument("--device-dir", type=Path, default=REPO / ".device", help=argparse.SUPPRESS)
