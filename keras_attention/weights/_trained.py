@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 from keras_attention._errors import InvalidInputError, MissingFileError
@@ -104,7 +105,6 @@ def portable_train_command(command: str | None, recipe: str, architecture: str, 
     Returns:
         ``keras-attention train --recipe weights/<recipe> --model <arch> [options] --output runs/<name>``.
     """
-    import shlex
     kept = []
     tokens = shlex.split(command or "")[2:]  # after "keras-attention train"
     i = 0
