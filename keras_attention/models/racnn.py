@@ -5,7 +5,8 @@ Recurrent-Attention-CNN)::
 
     scale 1: image (S x S)   -> conv stack 1 -> last conv map m1 -> GAP -> FC -> logits 1
              m1 brought to g x g (max pool) -> APN 1: FC 1024 -> tanh -> FC 3 -> sigmoid
-             -> box (t_x, t_y, t_l) inside the image (boxes_from_units) -> attention crop (:mod:`keras_attention.layers.attention_crop`)
+             -> box (t_x, t_y, t_l) inside the image (boxes_from_units)
+             -> attention crop (:mod:`keras_attention.layers.attention_crop`)
     scale 2: crop 1 (s x s)  -> conv stack 2 -> m2 -> GAP -> FC -> logits 2
              m2 -> APN 2 -> box in crop 1's pixels -> crop of crop 1
     scale 3: crop 2 (s x s)  -> conv stack 3 -> m3 -> GAP -> FC -> logits 3
@@ -54,7 +55,8 @@ can shrink the loss by making scale 2 worse. On Imagewoof this collapsed APN 1 i
 (every box the minimum square in one corner; docs/racnn.md). With ``"finer"`` the coarser
 probability of each pair is a stop-gradient target: the loss's value is unchanged, and it can only
 raise the finer scales' probabilities, which is what the paper asks of the APN (Sec. 3.2: the finer
-scale should predict the true class more confidently).
+scale should predict the true class more confidently). It does not make the zoom useful by itself:
+in our short Imagewoof run APN 1 then settled on the whole image (docs/racnn.md).
 """
 
 from __future__ import annotations
