@@ -56,6 +56,13 @@ needs_cifar = needs((TFDS_DIR / "cifar10").is_dir(), "prepared CIFAR-10 not foun
 needs_imagewoof = needs((IMAGEWOOF / "val").is_dir(), "Imagewoof not found in ../shared/data")
 
 
+#: ``run_eagerly`` for tests that run a few train steps of a large model: on TensorFlow tracing
+#: the graph costs more than running it op by op, on JAX op-by-op dispatch costs more than one
+#: jit compile (full-size ``tnet_bagnet77``, one step on 2 cores: TensorFlow 2.7 s eager vs 11.7 s
+#: traced, JAX 46 s eager vs 10.4 s jitted). PyTorch runs eagerly either way.
+FEW_STEPS_RUN_EAGERLY = keras.backend.backend() != "jax"
+
+
 def random_images(shape, seed=0, low=None, high=None):
     """Float32 array of ``shape``: standard normal, or uniform in [low, high)."""
     rng = np.random.default_rng(seed)

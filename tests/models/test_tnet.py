@@ -10,7 +10,8 @@ import pytest
 import keras_attention as ka
 from keras_attention.models.tnet import (PARTS, STAGE_PLANES, TNet, baseline_reinforce_loss, extract_patches,
                                          grid_geometry, sinusoidal_encoding, tnet_loss, tnet_macs)
-from tests.helpers import check_fresh_process_reload, count_trainable_params, gradient, random_images
+from tests.helpers import (FEW_STEPS_RUN_EAGERLY, check_fresh_process_reload, count_trainable_params, gradient,
+                           random_images)
 
 SIZE = 96  # patches of round(96 * 0.34375) = 33 px, stride 16, padded 96 -> 97 (one pixel at the top/left)
 WIDTH = 0.0625  # 32-d features
@@ -149,7 +150,7 @@ def test_sinusoidal_encoding_matches_the_official_formula():
 
 def _train_step_changes(model, loss, seed=6):
     """Weights (by sub-model) that one SGD step changes."""
-    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss, run_eagerly=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss, run_eagerly=FEW_STEPS_RUN_EAGERLY)
     before = {id(v): numpy(v).copy() for v in model.trainable_weights}
     x = random_images((4, SIZE, SIZE, 3), seed=seed)
     model.train_on_batch(x, keras.utils.to_categorical([0, 1, 2, 3], 5))
@@ -204,7 +205,7 @@ def test_loss_is_the_official_formula():
 def test_training_updates_the_baseline_as_an_ema():
     model = tiny()
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                  run_eagerly=True)
+                  run_eagerly=FEW_STEPS_RUN_EAGERLY)
     x = random_images((4, SIZE, SIZE, 3), seed=8)
     y = keras.utils.to_categorical([0, 1, 2, 3], 5)
     out = model.glimpse(x)
@@ -261,7 +262,7 @@ def test_full_size_builds_counts_and_trains_one_step():
     macs = tnet_macs(model)
     assert macs["passes"] == 4 and macs["total"] < 0.5 * macs["full_resolution"]
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                  run_eagerly=True)
+                  run_eagerly=FEW_STEPS_RUN_EAGERLY)
     loss = model.train_on_batch(random_images((2, 224, 224, 3), seed=10), keras.utils.to_categorical([3, 999], 1000))
     assert np.isfinite(loss)
     print(f"full size: {time.time() - start:.1f} s")
